@@ -1,0 +1,18 @@
+"""Importing this package registers every dataset with Dassl (``splits`` alone needs no Dassl)."""
+import importlib.util
+
+if importlib.util.find_spec("dassl") is not None:
+    from . import (  # noqa: F401
+        caltech101,
+        dtd,
+        eurosat,
+        fgvc_aircraft,
+        food101,
+        imagenet,
+        imagenet_variants,
+        oxford_flowers,
+        oxford_pets,
+        stanford_cars,
+        sun397,
+        ucf101,
+    )

@@ -1,0 +1,64 @@
+"""Things the tests build on the fly: a tiny CLIP with random weights and small datasets on disk in the real
+layouts (image folders + CoOp split JSON)."""
+import json
+import os
+
+import numpy as np
+import torch
+
+TINY = dict(
+    embed_dim=32, image_resolution=32, vision_layers=2, vision_width=64, vision_patch_size=8,
+    context_length=77, vocab_size=49408, transformer_width=64, transformer_heads=1, transformer_layers=2,
+)
+
+PET_CLASSES = ["abyssinian", "american_bulldog", "basset_hound", "beagle", "bengal", "birman"]
+
+
+def tiny_clip(seed=0, **overrides):
+    from clip.model import CLIP
+
+    torch.manual_seed(seed)
+    model = CLIP(**{**TINY, **overrides}).float().eval()
+    # initialize_parameters leaves some tensors near zero; perturb them so every path carries signal.
+    with torch.no_grad():
+        for param in model.parameters():
+            param.add_(torch.randn_like(param) * 0.02)
+    return model
+
+
+def save_tiny_clip(path, seed=0):
+    torch.save(tiny_clip(seed).state_dict(), path)
+    return path
+
+
+def class_colour(label, n):
+    hue = label / max(n, 1)
+    return np.array([np.cos(2 * np.pi * hue), np.cos(2 * np.pi * (hue + 1 / 3)), np.cos(2 * np.pi * (hue + 2 / 3))])
+
+
+def write_image(path, label, n_classes, rng, size=32):
+    from PIL import Image
+
+    base = (class_colour(label, n_classes) * 0.4 + 0.5) * 255
+    pixels = np.clip(base + rng.normal(0, 20, (size, size, 3)), 0, 255).astype(np.uint8)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    Image.fromarray(pixels).save(path)
+
+
+def make_split_dataset(root, dataset_dir="oxford_pets", image_dir="images", split_name="split_zhou_OxfordPets.json",
+                       classes=PET_CLASSES, per_split=(6, 2, 4), seed=0):
+    """A dataset laid out like CoOp's: ``root/dataset_dir/image_dir/*.jpg`` and the split JSON beside them."""
+    rng = np.random.default_rng(seed)
+    folder = os.path.join(root, dataset_dir)
+    split = {}
+    for name, count in zip(("train", "val", "test"), per_split):
+        entries = []
+        for label, classname in enumerate(classes):
+            for i in range(count):
+                relative = f"{classname}_{name}_{i}.jpg"
+                write_image(os.path.join(folder, image_dir, relative), label, len(classes), rng)
+                entries.append([relative, label, classname])
+        split[name] = entries
+    with open(os.path.join(folder, split_name), "w") as handle:
+        json.dump(split, handle)
+    return folder

@@ -1,0 +1,100 @@
+"""Loading OpenAI CLIP: a named model (downloaded once into a cache folder) or a local weights file."""
+import os
+import warnings
+import zipfile
+
+import torch
+
+PRECISIONS = ("fp16", "fp32", "amp", "bf16")
+
+
+class ClipWeightsError(RuntimeError):
+    pass
+
+
+def _clip():
+    from clip import clip
+
+    return clip
+
+
+def resolve_weights_file(name, path="", cache_dir="~/.cache/clip"):
+    """The local file holding the weights for backbone ``name``, downloading it if needed."""
+    if path:
+        path = os.path.expanduser(path)
+        if not os.path.isfile(path):
+            raise ClipWeightsError(
+                f"MODEL.BACKBONE.PATH points to {path}, which is not a file. Give the path of a CLIP "
+                f".pt file (JIT archive or state dict), or leave it empty to use the named backbone {name!r}."
+            )
+        return path
+    if os.path.isfile(os.path.expanduser(name)):
+        return os.path.expanduser(name)
+    clip = _clip()
+    if name not in clip._MODELS:
+        raise ClipWeightsError(
+            f"Unknown CLIP backbone {name!r}. Known names: {', '.join(clip.available_models())}; "
+            "or set MODEL.BACKBONE.PATH to a local weights file."
+        )
+    url = clip._MODELS[name]
+    cache_dir = os.path.expanduser(cache_dir)
+    try:
+        return clip._download(url, cache_dir)
+    except Exception as err:  # no network, proxy, refused, partial file...
+        filename = os.path.basename(url)
+        raise ClipWeightsError(
+            f"Could not download the CLIP weights for {name!r} ({err}).\n"
+            f"On a machine without internet, fetch {url} elsewhere, then either put {filename} in "
+            f"{cache_dir} (MODEL.BACKBONE.CACHE_DIR) or pass MODEL.BACKBONE.PATH /path/to/{filename}."
+        ) from None
+
+
+def is_torchscript_archive(path):
+    # Both formats are zip files; only TorchScript archives carry compiled code under "<name>/code/".
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any("/code/" in name for name in archive.namelist())
+
+
+def read_state_dict(weights_file):
+    """Weights of a JIT archive or a (possibly wrapped) state dict, loaded without running pickled code."""
+    if is_torchscript_archive(weights_file):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch.jit.load is deprecated, the OpenAI files are JIT
+            return torch.jit.load(weights_file, map_location="cpu").state_dict()
+    try:
+        state = torch.load(weights_file, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise ClipWeightsError(
+            f"{weights_file} is neither a TorchScript archive nor a state dict that loads with "
+            f"weights_only=True ({err})."
+        ) from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or "text_projection" not in state:
+        raise ClipWeightsError(f"{weights_file} does not hold CLIP weights (no 'text_projection' entry).")
+    return state
+
+
+def load_clip(name, path="", cache_dir="~/.cache/clip"):
+    """A CLIP model in fp32 on the CPU, in eval mode, built with the ``clip`` package's own classes."""
+    from clip.model import build_model
+
+    state_dict = dict(read_state_dict(resolve_weights_file(name, path, cache_dir)))
+    return build_model(state_dict).float().eval()
+
+
+def resolve_precision(prec, device):
+    """The precision that will actually run: fp16 and amp need CUDA and fall back to fp32 on the CPU."""
+    if prec not in PRECISIONS:
+        raise ValueError(f"PREC must be one of {', '.join(PRECISIONS)}; got {prec!r}")
+    if torch.device(device).type != "cuda" and prec in ("fp16", "amp"):
+        warnings.warn(f"PREC {prec} needs a CUDA device; running in fp32 on {device}.", stacklevel=2)
+        return "fp32"
+    return prec
+
+
+def weights_dtype(prec):
+    """The dtype the frozen CLIP weights are stored in for a precision (amp keeps fp32 and autocasts)."""
+    return {"fp16": torch.float16, "bf16": torch.bfloat16}.get(prec, torch.float32)

@@ -1,0 +1,27 @@
+"""Hand-crafted prompt templates shared by the trainers.
+
+Each dataset module carries its own single template (``template`` attribute). The ensemble below is the
+7-template selection of CLIP's ImageNet prompt-engineering notebook, as used by CoOp's ``ZeroshotCLIP2``.
+"""
+
+DEFAULT_TEMPLATE = "a photo of a {}."
+
+ENSEMBLE_TEMPLATES = (
+    "itap of a {}.",
+    "a bad photo of the {}.",
+    "a origami {}.",
+    "a photo of the large {}.",
+    "a {} in a video game.",
+    "art of the {}.",
+    "a photo of the small {}.",
+)
+
+
+def select_templates(kind, dataset_template, ensemble_adds_dataset_template=True):
+    """``dataset``: the dataset's own template; ``ensemble``: the 7 above, plus the dataset's own template
+    unless the dataset opts out (CoOp adds it for every dataset but ImageNet)."""
+    if kind == "dataset":
+        return (dataset_template,)
+    if kind == "ensemble":
+        return ENSEMBLE_TEMPLATES + ((dataset_template,) if ensemble_adds_dataset_template else ())
+    raise ValueError(f"TEMPLATES must be 'dataset' or 'ensemble'; got {kind!r}")
