@@ -62,3 +62,45 @@ def make_split_dataset(root, dataset_dir="oxford_pets", image_dir="images", spli
     with open(os.path.join(folder, split_name), "w") as handle:
         json.dump(split, handle)
     return folder
+
+
+# ----- running the real command line (integration tests) -----
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def tiny_overrides(clip_file, epochs=2, batch=4):
+    """Config overrides that make any official config run on the tiny CLIP on a CPU in seconds."""
+    return [
+        "MODEL.BACKBONE.PATH", str(clip_file), "INPUT.SIZE", "(32, 32)", "DATALOADER.NUM_WORKERS", "0",
+        "OPTIM.MAX_EPOCH", str(epochs), "DATALOADER.TRAIN_X.BATCH_SIZE", str(batch),
+        "DATALOADER.TEST.BATCH_SIZE", "16", "TRAIN.PRINT_FREQ", "1000",
+    ]
+
+
+def run_command(cmd, env=None, check=True):
+    full_env = {**os.environ, "OUTDATED_IGNORE": "1", "DUALMI_ENV_INFO": "0", "PYTHON": sys.executable, **(env or {})}
+    result = subprocess.run(cmd, cwd=REPO, env=full_env, capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(map(str, cmd))} failed ({result.returncode}):\n{result.stdout[-4000:]}\n"
+                             f"{result.stderr[-4000:]}")
+    return result
+
+
+def run_train(args, **kwargs):
+    return run_command([sys.executable, "train.py", *map(str, args)], **kwargs)
+
+
+def run_script(script, args, overrides=(), **kwargs):
+    extra = ["--", *map(str, overrides)] if overrides else []
+    return run_command(["bash", f"scripts/{script}", *map(str, args), *extra], **kwargs)
+
+
+def pets_setup(tmp_path, classes=PET_CLASSES, per_split=(6, 2, 4)):
+    """A data root with a small OxfordPets-layout dataset and a tiny CLIP weights file: (root, clip_file)."""
+    root = tmp_path / "data"
+    make_split_dataset(str(root), classes=classes, per_split=per_split)
+    clip_file = save_tiny_clip(str(tmp_path / "tiny_clip.pt"))
+    return root, clip_file
