@@ -5,27 +5,19 @@ yaml, the command-line options, and trailing ``KEY VALUE`` overrides.
 """
 import argparse
 import difflib
-import logging
 import os
 import sys
 
-# Dassl imports wilds, whose version check starts a network thread at import; skip it.
-os.environ.setdefault("OUTDATED_IGNORE", "1")
-
-import torch  # noqa: E402
-from dassl.data.datasets import DATASET_REGISTRY  # noqa: E402
-from dassl.engine import TRAINER_REGISTRY, build_trainer  # noqa: E402
-from dassl.utils import collect_env_info, set_random_seed, setup_logger  # noqa: E402
-
-import datasets  # noqa: E402,F401  (registers the datasets)
-import trainers  # noqa: E402,F401  (registers the trainers)
-from datasets.splits import DatasetLayoutError  # noqa: E402
-from trainers.base import CheckpointError, ImageReadError  # noqa: E402
-from trainers.clip_loader import ClipWeightsError  # noqa: E402
-from trainers.config import ConfigError, get_cfg_default, merge_file, merge_overrides  # noqa: E402
-
-# wilds disables every log record up to WARNING for the whole process when Dassl imports it; undo that.
-logging.disable(logging.NOTSET)
+import trainers  # noqa: F401  (first: registers the trainers and neutralises Dassl's import side effects)
+import datasets  # noqa: F401  (registers the datasets)
+import torch
+from dassl.data.datasets import DATASET_REGISTRY
+from dassl.engine import TRAINER_REGISTRY, build_trainer
+from dassl.utils import collect_env_info, set_random_seed, setup_logger
+from datasets.splits import DatasetLayoutError
+from trainers.base import CheckpointError, ImageReadError
+from trainers.clip_loader import ClipWeightsError
+from trainers.config import ConfigError, get_cfg_default, merge_file, merge_overrides
 
 USER_ERRORS = (ConfigError, DatasetLayoutError, ClipWeightsError, CheckpointError, ImageReadError, FloatingPointError)
 

@@ -15,7 +15,6 @@ import time
 from contextlib import nullcontext
 
 import torch
-import torch.nn.functional as F
 from dassl.data import DataManager
 from dassl.data.data_manager import DatasetWrapper
 from dassl.engine import TrainerX
@@ -160,8 +159,7 @@ class PromptTrainer(TrainerX):
     # ----- training -----
     def compute_loss(self, images, labels):
         """``(loss, logits, extra)``: the total loss, the classification logits, and extra scalars to log."""
-        logits = self.model(images)
-        return F.cross_entropy(logits, labels), logits, {}
+        return self.model.training_loss(images, labels)
 
     def forward_backward(self, batch):
         images, labels = self.parse_batch_train(batch)

@@ -7,6 +7,19 @@ import torch
 
 PRECISIONS = ("fp16", "fp32", "amp", "bf16")
 
+# Shapes of the OpenAI CLIP models (read off their released weights), to build random-weight copies for
+# benchmarks and tests: embed_dim, image_resolution, vision_layers, vision_width, vision_patch_size,
+# transformer_width, transformer_layers. Every model uses 77 text positions, a 49,408-token vocabulary and
+# heads = width / 64. "tiny" is the test suite's small model.
+ARCHITECTURES = {
+    "RN50": (1024, 224, (3, 4, 6, 3), 64, None, 512, 12),
+    "RN101": (512, 224, (3, 4, 23, 3), 64, None, 512, 12),
+    "ViT-B/32": (512, 224, 12, 768, 32, 512, 12),
+    "ViT-B/16": (512, 224, 12, 768, 16, 512, 12),
+    "ViT-L/14": (768, 224, 24, 1024, 14, 768, 12),
+    "tiny": (32, 32, 2, 64, 8, 64, 2),
+}
+
 
 class ClipWeightsError(RuntimeError):
     pass
@@ -83,6 +96,18 @@ def load_clip(name, path="", cache_dir="~/.cache/clip"):
 
     state_dict = dict(read_state_dict(resolve_weights_file(name, path, cache_dir)))
     return build_model(state_dict).float().eval()
+
+
+def random_clip(architecture="ViT-B/16", seed=0):
+    """A CLIP of a released architecture with random weights (fp32, eval mode)."""
+    from clip.model import CLIP
+
+    if architecture not in ARCHITECTURES:
+        raise ValueError(f"Unknown architecture {architecture!r}; known: {', '.join(ARCHITECTURES)}")
+    embed, resolution, v_layers, v_width, patch, t_width, t_layers = ARCHITECTURES[architecture]
+    torch.manual_seed(seed)
+    model = CLIP(embed, resolution, v_layers, v_width, patch, 77, 49408, t_width, t_width // 64, t_layers)
+    return model.float().eval()
 
 
 def resolve_precision(prec, device):

@@ -7,8 +7,7 @@ from yacs.config import CfgNode as CN
 
 from .base import PromptTrainer
 from .config import trainer_config
-from .encoders import PromptedCLIP
-from .prompts import ContextPrompts
+from .coop_model import CoOpCLIP
 
 
 @trainer_config("COOP")
@@ -20,20 +19,6 @@ def coop_config():
     node.PREC = "fp16"  # fp16, fp32, amp or bf16 (fp16 and amp run as fp32 on the CPU)
     node.CLASS_TOKEN_POSITION = "end"  # end, middle or front
     return node
-
-
-class CoOpCLIP(PromptedCLIP):
-    def __init__(self, clip_model, classnames, n_ctx, ctx_init, csc, position):
-        super().__init__(clip_model)
-        self.prompt_learner = ContextPrompts(clip_model, classnames, n_ctx, ctx_init, csc, position)
-
-    def class_weights(self):
-        prompts = self.prompt_learner()
-        features = self.text_encoder(prompts, self.prompt_learner.eot_index)
-        return features.float() / features.float().norm(dim=-1, keepdim=True)
-
-    def class_specific_parameters(self):
-        return ("prompt_learner.ctx",) if self.prompt_learner.csc else ()
 
 
 @TRAINER_REGISTRY.register()

@@ -136,6 +136,10 @@ class PromptedCLIP(nn.Module):
 
     image_independent = True
 
+    # The reference computation (what the official code does): full 77-token prompts, and in subclasses any
+    # per-image loop they replace with a batched form. Used by tests and the benchmark to check and time ours.
+    reference_mode = False
+
     def __init__(self, clip_model):
         super().__init__()
         clip_model.requires_grad_(False)
@@ -163,6 +167,17 @@ class PromptedCLIP(nn.Module):
 
     def forward(self, images):
         return self.logits(self.encode_image(images), self.class_weights())
+
+    def training_loss(self, images, labels):
+        """``(loss, logits, extra)``: the training objective; ``extra`` holds named scalars to log."""
+        logits = self(images)
+        return F.cross_entropy(logits, labels), logits, {}
+
+    def encode_prompts(self, prompts, eot_index, prompt_module, **kwargs):
+        """Features of prompt embeddings, through the reference path (padded to 77, no truncation) if asked."""
+        if self.reference_mode:
+            return self.text_encoder(prompt_module.full_length(prompts), eot_index, truncate=False, **kwargs)
+        return self.text_encoder(prompts, eot_index, **kwargs)
 
     def class_specific_parameters(self):
         """Names of learned parameters whose first dimension is the number of classes."""

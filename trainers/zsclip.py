@@ -4,8 +4,8 @@ from yacs.config import CfgNode as CN
 
 from .base import PromptTrainer
 from .config import trainer_config
-from .encoders import PromptedCLIP, TemplateFeatureCache
 from .templates import select_templates
+from .zsclip_model import TemplateCLIP
 
 
 @trainer_config("ZSCLIP")
@@ -14,17 +14,6 @@ def zsclip_config():
     node.TEMPLATES = "dataset"  # "dataset": the dataset's own template; "ensemble": CLIP's 7 + the dataset's
     node.PREC = "fp16"
     return node
-
-
-class TemplateCLIP(PromptedCLIP):
-    def __init__(self, clip_model, classnames, templates):
-        super().__init__(clip_model)
-        self.cache = TemplateFeatureCache()
-        self.classnames = list(classnames)
-        self.templates = tuple(templates)
-
-    def class_weights(self):
-        return self.cache.get(self.clip, self.text_encoder, self.classnames, self.templates)
 
 
 @TRAINER_REGISTRY.register()
