@@ -2,6 +2,8 @@
 import importlib.util
 
 if importlib.util.find_spec("dassl") is not None:
+    import trainers  # noqa: F401  (first: it neutralises the side effects of importing Dassl)
+
     from . import (  # noqa: F401
         caltech101,
         dtd,

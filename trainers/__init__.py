@@ -5,14 +5,20 @@ importable for them when Dassl is not installed; the trainers themselves are reg
 """
 import importlib.util
 import logging
-import os
+import sys
 
 if importlib.util.find_spec("dassl") is not None:
-    # Dassl imports wilds, whose version check starts a network thread at import time, and which disables all
-    # log records up to WARNING for the whole process: skip the first, undo the second.
-    os.environ.setdefault("OUTDATED_IGNORE", "1")
-    import dassl.engine  # noqa: F401
-
+    # Dassl imports wilds, which (1) starts a thread asking PyPI whether wilds is outdated, through the
+    # `outdated` package, and (2) disables every log record up to WARNING for the whole process. wilds skips the
+    # check when `outdated` cannot be imported, so block that import while Dassl loads; then undo (2).
+    blocked = "outdated" not in sys.modules
+    if blocked:
+        sys.modules["outdated"] = None
+    try:
+        import dassl.engine  # noqa: F401
+    finally:
+        if blocked:
+            del sys.modules["outdated"]
     logging.disable(logging.NOTSET)
 
     from . import coop, zsclip  # noqa: F401,E402

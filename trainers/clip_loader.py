@@ -95,7 +95,10 @@ def load_clip(name, path="", cache_dir="~/.cache/clip"):
     from clip.model import build_model
 
     state_dict = dict(read_state_dict(resolve_weights_file(name, path, cache_dir)))
-    return build_model(state_dict).float().eval()
+    model = build_model(state_dict).float()
+    # build_model stores the weights in fp16; load them again in fp32 so fp32 files keep their precision.
+    model.load_state_dict(state_dict)
+    return model.eval()
 
 
 def random_clip(architecture="ViT-B/16", seed=0):

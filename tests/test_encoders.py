@@ -1,0 +1,74 @@
+"""The shared text encoder (EOT truncation), CLIP's own blocks, and the hand-crafted template features."""
+import torch
+import torch.nn.functional as F
+from fixtures import tiny_clip
+
+from trainers.encoders import TemplateFeatureCache, TextEncoder, eot_positions, run_block, tokenize
+
+SENTENCES = ["a photo of a cat.", "a centered satellite photo of annual crop land.", "x", "a photo of a great pyrenees, a type of pet."]
+
+
+def test_truncated_pass_equals_full_77_token_pass_and_clip_encode_text():
+    model = tiny_clip()
+    encoder = TextEncoder(model)
+    tokens = tokenize(SENTENCES)
+    eot = eot_positions(tokens)
+    embeddings = model.token_embedding(tokens)
+    with torch.no_grad():
+        truncated = encoder(embeddings, eot)
+        full = encoder(embeddings, eot, truncate=False)
+        clip_own = model.encode_text(tokens)
+    assert int(eot.max()) + 1 < 77  # the truncated pass really is shorter
+    torch.testing.assert_close(truncated, full, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(truncated, clip_own, rtol=1e-5, atol=1e-5)
+
+
+def test_run_block_equals_clip_block_forward():
+    model = tiny_clip()
+    block = model.transformer.resblocks[0]
+    x = torch.randn(77, 3, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(run_block(block, x, block.attn_mask), block(x))
+
+
+def test_layer_hook_sees_every_block_and_can_change_the_result():
+    model = tiny_clip()
+    encoder = TextEncoder(model)
+    tokens = tokenize(SENTENCES[:2])
+    embeddings = model.token_embedding(tokens)
+    seen = []
+
+    def hook(i, x):
+        seen.append((i, tuple(x.shape)))
+        return x
+
+    with torch.no_grad():
+        plain = encoder(embeddings, eot_positions(tokens))
+        hooked = encoder(embeddings, eot_positions(tokens), layer_hook=hook)
+        changed = encoder(embeddings, eot_positions(tokens), layer_hook=lambda i, x: x * 1.5 if i == 1 else x)
+    length = int(eot_positions(tokens).max()) + 1
+    assert seen == [(0, (length, 2, 64)), (1, (length, 2, 64))]
+    torch.testing.assert_close(hooked, plain)
+    assert not torch.allclose(changed, plain)
+
+
+def test_template_features_equal_direct_computation_and_are_cached():
+    model = tiny_clip()
+    encoder = TextEncoder(model)
+    classnames = ["great_pyrenees", "beagle", "sphynx"]
+    templates = ("a photo of a {}.", "art of the {}.", "a {} in a video game.")
+    with torch.no_grad():
+        per_template = [
+            F.normalize(model.encode_text(tokenize([t.format(c.replace("_", " ")) for c in classnames])), dim=-1)
+            for t in templates
+        ]
+    expected = F.normalize(torch.stack(per_template).mean(0), dim=-1)
+
+    cache = TemplateFeatureCache()
+    first = cache.get(model, encoder, classnames, templates)
+    torch.testing.assert_close(first, expected, rtol=1e-5, atol=1e-5)
+    again = cache.get(model, encoder, classnames, templates)
+    assert again is first and cache.computed == 1
+    cache.get(model, encoder, classnames[:2], templates)
+    assert cache.computed == 2
+    assert not first.requires_grad

@@ -1,0 +1,117 @@
+"""train.py end to end with real Dassl and the tiny CLIP: training, zero-shot evaluation checked against an
+independent computation, resume, loading on other classes, and the errors a user can run into."""
+import json
+import re
+import shutil
+
+import pytest
+import torch
+import torch.nn.functional as F
+from fixtures import PET_CLASSES, pets_setup, run_train, tiny_clip, tiny_overrides
+
+pytestmark = pytest.mark.integration
+
+DATASET_YAML = "configs/datasets/oxford_pets.yaml"
+
+
+def train_args(root, out, trainer="CoOp", config="configs/trainers/CoOp/vit_b16_ctxv1.yaml"):
+    return ["--root", root, "--seed", 1, "--trainer", trainer, "--dataset-config-file", DATASET_YAML,
+            "--config-file", config, "--output-dir", out]
+
+
+def record(folder):
+    return json.loads((folder / "results.json").read_text())
+
+
+def test_zero_shot_accuracy_equals_an_independent_computation(tmp_path):
+    root, clip_file = pets_setup(tmp_path)
+    out = tmp_path / "zs"
+    run_train(train_args(root, out, "ZeroshotCLIP", "configs/trainers/ZeroshotCLIP/vit_b16.yaml")
+              + ["--eval-only", *tiny_overrides(clip_file)])
+    result = record(out)
+
+    # The same evaluation by hand: CLIP's own encoders, the pet template, Dassl's test transform.
+    from dassl.data.transforms import build_transform
+    from PIL import Image
+
+    from trainers.config import get_cfg_default
+    from trainers.encoders import tokenize
+
+    cfg = get_cfg_default()
+    cfg.merge_from_file("configs/trainers/ZeroshotCLIP/vit_b16.yaml")
+    cfg.INPUT.SIZE = (32, 32)
+    transform = build_transform(cfg, is_train=False)
+    split = json.loads((root / "oxford_pets" / "split_zhou_OxfordPets.json").read_text())
+    model = tiny_clip()
+    with torch.no_grad():
+        names = [c.replace("_", " ") for c in PET_CLASSES]
+        text = F.normalize(model.encode_text(tokenize([f"a photo of a {n}, a type of pet." for n in names])), dim=-1)
+        images = torch.stack([transform(Image.open(root / "oxford_pets/images" / p).convert("RGB"))
+                              for p, _, _ in split["test"]])
+        predicted = (F.normalize(model.encode_image(images), dim=-1) @ text.t()).argmax(1)
+    labels = torch.tensor([y for _, y, _ in split["test"]])
+    assert result["num_images"] == len(labels) == 24
+    assert result["accuracy"] == pytest.approx(100.0 * (predicted == labels).float().mean().item())
+
+
+def test_coop_trains_resumes_and_keeps_its_schedule(tmp_path):
+    root, clip_file = pets_setup(tmp_path)
+    full = tmp_path / "full"
+    args = train_args(root, full) + tiny_overrides(clip_file, epochs=4) + ["TRAIN.CHECKPOINT_FREQ", "1"]
+    run_train(args)
+    checkpoint = torch.load(full / "prompt_learner/model.pth.tar-4", weights_only=True)
+    assert set(checkpoint["state_dict"]) == {"prompt_learner.ctx"}  # learned parameters only
+    initial = tiny_clip().token_embedding(torch.tensor([[320, 1125, 539, 320]]))[0]  # "a photo of a"
+    assert not torch.allclose(checkpoint["state_dict"]["prompt_learner.ctx"], initial)  # it learned
+    assert record(full)["epoch"] == 4 and record(full)["eval_only"] is False
+
+    # Stop after epoch 2: keep only what a run killed during epoch 3 would have left, then run the same command.
+    stopped = tmp_path / "stopped"
+    shutil.copytree(full, stopped)
+    for path in [*stopped.glob("prompt_learner/model.pth.tar-[34]"), stopped / "results.json", *stopped.glob("log.txt*")]:
+        path.unlink()
+    (stopped / "prompt_learner/checkpoint").write_text("model.pth.tar-2\n")
+    run_train([a if a != full else stopped for a in args])
+    log = "".join(p.read_text() for p in stopped.glob("log.txt*"))
+    assert "Resumed from" in log and "(epoch 2)" in log
+    assert "epoch [1/4]" not in log and "epoch [3/4]" in log and "epoch [4/4]" in log
+    lr_of = lambda text, e: re.findall(rf"epoch \[{e}/4\].* lr ([\d.e+-]+)", text)  # noqa: E731
+    full_log = "".join(p.read_text() for p in full.glob("log.txt*"))
+    for epoch in (3, 4):
+        assert set(lr_of(log, epoch)) == set(lr_of(full_log, epoch)) and lr_of(log, epoch)
+    assert record(stopped)["epoch"] == 4
+
+
+def test_class_specific_context_explains_why_it_cannot_move_to_new_classes(tmp_path):
+    root, clip_file = pets_setup(tmp_path)
+    trained = tmp_path / "csc"
+    common = ["TRAINER.COOP.CSC", "True", "TRAINER.COOP.CTX_INIT", "", "TRAINER.COOP.N_CTX", "4",
+              "DATASET.NUM_SHOTS", "2"]
+    run_train(train_args(root, trained) + tiny_overrides(clip_file, epochs=1) + common
+              + ["DATASET.SUBSAMPLE_CLASSES", "base"])
+    result = run_train(train_args(root, tmp_path / "new") + ["--eval-only", "--model-dir", trained]
+                       + tiny_overrides(clip_file) + common + ["DATASET.SUBSAMPLE_CLASSES", "all"], check=False)
+    assert result.returncode == 2
+    assert "class-specific (CSC True) and was learned for 3 classes, but this dataset has 6" in result.stderr
+
+
+def test_user_errors_end_with_a_message_not_a_traceback(tmp_path):
+    root, clip_file = pets_setup(tmp_path)
+    cases = {
+        "does not exist. Set DATA": train_args(tmp_path / "no_data", tmp_path / "o1") + tiny_overrides(clip_file),
+        "No checkpoint in": train_args(root, tmp_path / "o2") + ["--eval-only", "--model-dir", tmp_path / "empty"]
+        + tiny_overrides(clip_file),
+    }
+    cases["Unknown config key OPTIM.LRR (override OPTIM.LRR 0.1). Did you mean OPTIM.LR"] = \
+        train_args(root, tmp_path / "o4") + ["OPTIM.LRR", "0.1"]
+    cases["Unknown trainer 'coop'. Did you mean CoOp"] = train_args(root, tmp_path / "o5", trainer="coop")
+    (tmp_path / "empty").mkdir()
+    nan_clip = tiny_clip()
+    with torch.no_grad():
+        nan_clip.logit_scale.fill_(float("nan"))
+    torch.save(nan_clip.state_dict(), tmp_path / "nan.pt")
+    cases["The loss is nan at epoch 1/2, batch 1/"] = train_args(root, tmp_path / "o3") + tiny_overrides(tmp_path / "nan.pt")
+    for expected, args in cases.items():
+        result = run_train(args, check=False)
+        assert result.returncode == 2, result.stderr[-2000:]
+        assert "Traceback" not in result.stderr and expected in result.stderr
