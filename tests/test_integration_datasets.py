@@ -126,3 +126,25 @@ def test_imagenet_folders_classnames_and_fewshot(tmp_path):
     assert len(data.train_x) == 6 and len(data.test) == 9
     assert data.val is data.test or triples(data.val) == triples(data.test)
     assert all("/images/val/" in d.impath for d in data.test)
+
+
+def test_imagenet_variants_are_test_only_folder_datasets(tmp_path):
+    from fixtures import write_image
+
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "imagenet-adversarial"
+    for wnid in ("n02", "n01"):
+        for i in range(2):
+            write_image(str(folder / "imagenet-a" / wnid / f"{i}.jpg"), 0, 1, rng)
+    (folder / "imagenet-a" / "README.txt").write_text("not a class")
+    (folder / "classnames.txt").write_text("n01 goldfish\nn02 great white shark\nn03 tiger shark\n")
+    data = build(cfg_for(tmp_path, "ImageNetA", shots=16))
+    assert data.classnames == ["goldfish", "great white shark"]  # sorted folders, 200-class style subset
+    assert triples(data.test) == triples(data.train_x) and len(data.test) == 4
+
+    v2 = tmp_path / "imagenetv2"
+    for label in range(3):
+        write_image(str(v2 / "imagenetv2-matched-frequency-format-val" / str(label) / "a.jpeg"), 0, 1, rng)
+    (v2 / "classnames.txt").write_text("n01 goldfish\nn02 great white shark\nn03 tiger shark\n")
+    data = build(cfg_for(tmp_path, "ImageNetV2"))
+    assert [(d.label, d.classname) for d in data.test] == [(0, "goldfish"), (1, "great white shark"), (2, "tiger shark")]

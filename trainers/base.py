@@ -247,7 +247,8 @@ class PromptTrainer(TrainerX):
             "subsample": cfg.DATASET.SUBSAMPLE_CLASSES,
             "shots": cfg.DATASET.NUM_SHOTS,
             "split": split,
-            "epoch": getattr(self, "loaded_epoch", None) if trained is None else self.max_epoch,
+            # the epoch of the weights evaluated: the loaded checkpoint's (eval-only, best_val) or the last trained
+            "epoch": getattr(self, "loaded_epoch", None if trained is None else self.max_epoch),
             "num_classes": self.num_classes,
             "num_images": self.evaluator._total,
             "accuracy": results["accuracy"],
