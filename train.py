@@ -17,7 +17,7 @@ from dassl.utils import collect_env_info, set_random_seed, setup_logger
 from datasets.splits import DatasetLayoutError
 from trainers.base import CheckpointError, ImageReadError
 from trainers.clip_loader import ClipWeightsError
-from trainers.config import ConfigError, get_cfg_default, merge_file, merge_overrides
+from trainers.config import ConfigError, get_cfg_default, merge_file, merge_overrides, validate_cfg
 
 USER_ERRORS = (ConfigError, DatasetLayoutError, ClipWeightsError, CheckpointError, ImageReadError, FloatingPointError)
 
@@ -94,6 +94,7 @@ def setup_cfg(args):
     merge_overrides(cfg, args.opts or [])
     check_registered(cfg.TRAINER.NAME, TRAINER_REGISTRY, "trainer", "--trainer")
     check_registered(cfg.DATASET.NAME, DATASET_REGISTRY, "dataset", "--dataset-config-file (or DATASET.NAME)")
+    validate_cfg(cfg)
     cfg.freeze()
     return cfg
 

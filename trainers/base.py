@@ -10,10 +10,12 @@ What it adds to Dassl, once for all trainers:
 """
 import glob
 import os
+import random
 import re
 import time
 from contextlib import nullcontext
 
+import numpy as np
 import torch
 from dassl.data import DataManager
 from dassl.data.data_manager import DatasetWrapper
@@ -22,28 +24,36 @@ from dassl.metrics import compute_accuracy
 from dassl.optim import build_lr_scheduler, build_optimizer
 from tqdm import tqdm
 
+from datasets.images import ImageReadError, read_rgb  # noqa: F401  (ImageReadError: re-exported)
+
 from .clip_loader import PRECISIONS, load_clip, resolve_precision, weights_dtype
 from .fileio import atomic_open, atomic_torch_save
-from .records import now, write_record
+from .config import config_fingerprint
+from .records import library_versions, now, write_record
 from .schedule import WarmupScheduler
 
 CHECKPOINT_PREFIX = "model.pth.tar-"
 BEST_CHECKPOINT = "model-best.pth.tar"
 
 
-class ImageReadError(RuntimeError):
-    pass
-
-
 class CheckedImages(DatasetWrapper):
-    """Dassl's dataset wrapper, with the failing image named when a file cannot be read."""
+    """Dassl's dataset wrapper (same output dictionary) reading images with ``read_rgb``: every common image mode
+    is read correctly, and a file that cannot be read is reported by name."""
 
     def __getitem__(self, idx):
-        try:
-            return super().__getitem__(idx)
-        except Exception as err:
-            path = self.data_source[idx].impath
-            raise ImageReadError(f"Cannot read image {path}: {type(err).__name__}: {err}") from None
+        item = self.data_source[idx]
+        output = {"label": item.label, "domain": item.domain, "impath": item.impath, "index": idx}
+        img0 = read_rgb(item.impath)
+        if self.transform is None:
+            output["img"] = img0
+        else:
+            transforms = self.transform if isinstance(self.transform, (list, tuple)) else [self.transform]
+            for i, transform in enumerate(transforms):
+                views = [transform(img0) for _ in range(self.k_tfm)]
+                output["img" if i == 0 else f"img{i + 1}"] = views[0] if len(views) == 1 else views
+        if self.return_img0:
+            output["img0"] = self.to_tensor(img0)
+        return output
 
 
 class CheckpointError(RuntimeError):
@@ -84,6 +94,34 @@ def load_checkpoint_file(path):
             "Checkpoints written by this toolbox hold only tensors and numbers; a file that needs arbitrary "
             "pickled objects is refused because loading it could run code."
         ) from None
+
+
+def random_states():
+    """Every random state that decides the rest of a run, as plain data (tensors, numbers, tuples).
+
+    The training sampler and the augmentations draw from these (Dassl's RandomSampler seeds itself from torch's
+    global generator at each epoch; its other samplers use Python's ``random``), so restoring them at a
+    checkpoint makes the resumed run draw exactly what the uninterrupted run drew."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    states = {
+        "python": random.getstate(),
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": pos,
+                  "has_gauss": has_gauss, "gauss": gauss},
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def restore_random_states(states):
+    random.setstate(states["python"])
+    numpy_state = states["numpy"]
+    np.random.set_state((numpy_state["kind"], numpy_state["keys"].numpy().astype(np.uint32), numpy_state["pos"],
+                         numpy_state["has_gauss"], numpy_state["gauss"]))
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
 
 
 class PromptTrainer(TrainerX):
@@ -260,6 +298,8 @@ class PromptTrainer(TrainerX):
             "model_dir": getattr(self, "loaded_from", ""),
             "output_dir": os.path.abspath(cfg.OUTPUT_DIR),
             "created": now(),
+            "config_sha256": config_fingerprint(cfg),
+            "versions": library_versions(),
         }
         path = write_record(cfg.OUTPUT_DIR, record)
         print(f"Results record written to {path}")
@@ -279,6 +319,7 @@ class PromptTrainer(TrainerX):
             "optimizer": self.optim.state_dict(),
             "scheduler": self.sched.state_dict(),
             "val_result": val_result,
+            "random_states": random_states(),
         }
         path = os.path.join(folder, name)
         atomic_torch_save(state, path)
@@ -352,5 +393,7 @@ class PromptTrainer(TrainerX):
         self.load_learned(checkpoint["state_dict"], path)
         self.optim.load_state_dict(checkpoint["optimizer"])
         self.sched.load_state_dict(checkpoint["scheduler"])
+        if "random_states" in checkpoint:
+            restore_random_states(checkpoint["random_states"])
         print(f"Resumed from {path} (epoch {checkpoint['epoch']})")
         return checkpoint["epoch"]

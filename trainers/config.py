@@ -4,6 +4,7 @@ Each trainer module declares its node next to its code with ``@trainer_config("K
 collects every declared node, so there is no central list to extend when a trainer is added.
 """
 import difflib
+import math
 
 from yacs.config import CfgNode as CN
 
@@ -37,6 +38,9 @@ def add_project_keys(cfg):
     cfg.CONFIG_NAME = ""
     # Stop with a clear error when the loss becomes NaN or infinite.
     cfg.TRAIN.STOP_ON_NAN = True
+    # A checkpoint every epoch (Dassl's default is the last epoch only), so a stopped run resumes where it was;
+    # the toolbox's checkpoints hold only learned parameters, so this costs little.
+    cfg.TRAIN.CHECKPOINT_FREQ = 1
 
 
 def get_cfg_default():
@@ -89,3 +93,78 @@ def merge_overrides(cfg, opts):
         )
     for key, value in zip(opts[0::2], opts[1::2]):
         _merge(cfg, lambda: cfg.merge_from_list([key, value]), f"override {key} {value}")
+
+
+def _positive(value):
+    return math.isfinite(value) and value > 0
+
+
+def _pair_of_positive_ints(value):
+    return len(value) == 2 and all(isinstance(v, int) and v > 0 for v in value)
+
+
+# (key, check, what a valid value is). Keys ending in ".*" apply to that key in every trainer's node.
+VALUE_RULES = (
+    ("OPTIM.LR", _positive, "a positive finite number"),
+    ("OPTIM.MAX_EPOCH", _positive, "a positive number of epochs"),
+    ("OPTIM.WEIGHT_DECAY", lambda v: math.isfinite(v) and v >= 0, "a finite number, zero or positive"),
+    ("OPTIM.MOMENTUM", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("OPTIM.WARMUP_TYPE", lambda v: v in ("constant", "linear"), "constant or linear"),
+    ("OPTIM.LR_SCHEDULER", lambda v: v in ("single_step", "multi_step", "cosine"), "single_step, multi_step or cosine"),
+    ("OPTIM.NAME", lambda v: v in ("adam", "amsgrad", "sgd", "rmsprop", "radam", "adamw"),
+     "adam, amsgrad, sgd, rmsprop, radam or adamw"),
+    ("DATALOADER.TRAIN_X.BATCH_SIZE", _positive, "a positive batch size"),
+    ("DATALOADER.TEST.BATCH_SIZE", _positive, "a positive batch size"),
+    ("DATALOADER.NUM_WORKERS", lambda v: v >= 0, "zero or a positive number of worker processes"),
+    ("DATASET.NUM_SHOTS", lambda v: v >= -1, "-1 or 0 (all images) or a positive number of shots"),
+    ("DATASET.SUBSAMPLE_CLASSES", lambda v: v in ("all", "base", "new"), "all, base or new"),
+    ("INPUT.SIZE", _pair_of_positive_ints, "a pair of positive integers, e.g. (224, 224)"),
+    ("TRAIN.CHECKPOINT_FREQ", lambda v: v >= 0, "zero (last epoch only) or a positive number of epochs"),
+    ("TRAIN.PRINT_FREQ", _positive, "a positive number of batches"),
+    ("TRAINER.*.PREC", lambda v: v in ("fp16", "fp32", "amp", "bf16"), "fp16, fp32, amp or bf16"),
+    ("TRAINER.*.N_CTX", _positive, "a positive number of context tokens"),
+    ("TRAINER.*.CLASS_TOKEN_POSITION", lambda v: v in ("end", "middle", "front"), "end, middle or front"),
+    ("TRAINER.*.TEMPLATES", lambda v: v in ("dataset", "ensemble"), "dataset or ensemble"),
+)
+
+
+def _lookup(cfg, key):
+    node = cfg
+    for part in key.split("."):
+        node = node[part]
+    return node
+
+
+def validate_cfg(cfg):
+    """Values of the right type but out of range, named with the key and what is expected."""
+    for key, check, expected in VALUE_RULES:
+        if key.startswith("TRAINER.*."):
+            leaf = key[len("TRAINER.*."):]
+            keys = [f"TRAINER.{name}.{leaf}" for name, node in cfg.TRAINER.items()
+                    if isinstance(node, CN) and leaf in node]
+        else:
+            keys = [key]
+        for full_key in keys:
+            value = _lookup(cfg, full_key)
+            try:
+                valid = check(value)
+            except TypeError:
+                valid = False
+            if not valid:
+                raise ConfigError(f"{full_key} is {value!r}; it must be {expected}.")
+
+
+# Paths that say where a run reads and writes, not what it computes: left out of the config's fingerprint.
+LOCATION_KEYS = ("OUTPUT_DIR", "RESUME", "DATASET.ROOT", "MODEL.BACKBONE.CACHE_DIR")
+
+
+def config_fingerprint(cfg):
+    """SHA-256 of the config without its location keys: equal for two runs that compute the same thing."""
+    import hashlib
+
+    clone = cfg.clone()
+    clone.defrost()
+    for key in LOCATION_KEYS:
+        node, _, leaf = key.rpartition(".")
+        (_lookup(clone, node) if node else clone)[leaf] = ""
+    return hashlib.sha256(clone.dump().encode()).hexdigest()

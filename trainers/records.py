@@ -10,8 +10,37 @@ RECORD_NAME = "results.json"
 RECORD_FIELDS = (
     "dataset", "trainer", "config", "backbone", "seed", "subsample", "shots", "split", "epoch",
     "num_classes", "num_images", "accuracy", "macro_f1", "error_rate", "train_time_s", "eval_time_s",
-    "eval_only", "model_dir", "output_dir", "created",
+    "eval_only", "model_dir", "output_dir", "created", "config_sha256", "versions",
 )
+
+# Fields that differ between two runs of the same command (when and where it ran, how long it took).
+VOLATILE_FIELDS = ("train_time_s", "eval_time_s", "created", "output_dir", "model_dir")
+
+
+def library_versions():
+    import platform
+
+    import numpy
+    import torch
+    import torchvision
+
+    versions = {"python": platform.python_version(), "torch": torch.__version__,
+                "torchvision": torchvision.__version__, "numpy": numpy.__version__}
+    for name in ("dassl", "clip"):
+        try:
+            versions[name] = __import__(name).__version__
+        except (ImportError, AttributeError):
+            versions[name] = None
+    if versions["clip"] is None:
+        from importlib import metadata
+
+        for dist in ("clip-anytorch", "openai-clip"):
+            try:
+                versions["clip"] = f"{dist} {metadata.version(dist)}"
+                break
+            except metadata.PackageNotFoundError:
+                pass
+    return versions
 
 
 def write_record(output_dir, record):
