@@ -166,3 +166,18 @@ def test_a_file_without_sources_must_be_put_in_place(tmp_path):
     download = Download("ILSVRC2012_img_val.tar", (), "image-net.org")
     with pytest.raises(ManualFileNeeded, match="cannot be downloaded automatically"):
         make_fetcher(tmp_path).fetch(download)
+
+
+def test_a_partial_http_download_is_not_taken_for_a_finished_google_drive_one(tmp_path, server):
+    def gdown_like(file_id, output, progress):
+        if os.path.exists(output):  # gdown with resume=True treats an existing output as done
+            return
+        with open(output, "wb") as handle:
+            handle.write(PAYLOAD)
+
+    download = Download("a.zip", (GDRIVE + "abc", server.url("a.zip")), "test")  # no checksum to catch it
+    fetcher = make_fetcher(tmp_path, gdrive=gdown_like)
+    os.makedirs(os.path.dirname(fetcher.partial_path(download)))
+    with open(fetcher.partial_path(download), "wb") as handle:  # left by the mirror in an earlier run
+        handle.write(PAYLOAD[:100])
+    assert open(fetcher.fetch(download), "rb").read() == PAYLOAD

@@ -148,8 +148,10 @@ class Fetcher:
     def final_path(self, download):
         return os.path.join(self.downloads_dir, download.name)
 
-    def partial_path(self, download):
-        return os.path.join(self.downloads_dir, ".partial", download.name)
+    def partial_path(self, download, source=""):
+        # gdown keeps its own partial file beside its output: a folder of its own keeps it apart from ours.
+        transport = "gdrive" if source.startswith(GDRIVE) else ""
+        return os.path.join(self.downloads_dir, ".partial", transport, download.name)
 
     def record_path(self, download):
         return os.path.join(self.downloads_dir, ".verified", download.name + ".json")
@@ -183,7 +185,7 @@ class Fetcher:
         )
 
     def _download_from(self, source, download):
-        partial = self.partial_path(download)
+        partial = self.partial_path(download, source)
         os.makedirs(os.path.dirname(partial), exist_ok=True)
         self.log(f"Downloading {download.name} from {browser_url(source)}")
         if source.startswith(GDRIVE):
@@ -205,13 +207,13 @@ class Fetcher:
         return final
 
     def verify_in_place(self, download, path):
-        """Check a file that is already on disk (hashed once; the result is remembered)."""
+        """Check a file that is already on disk against the table (its digests are computed once and remembered
+        for as long as the file keeps its size and time stamp)."""
         record = self._read_record(download)
         stat = os.stat(path)
-        if record and record.get("path") == os.path.abspath(path) and record.get("size") == stat.st_size \
-                and record.get("mtime") == stat.st_mtime:
-            return
-        digests = hash_file(path, self.progress)
+        unchanged = record and record.get("path") == os.path.abspath(path) and record.get("size") == stat.st_size \
+            and record.get("mtime") == stat.st_mtime
+        digests = {kind: record[kind] for kind in ("md5", "sha256")} if unchanged else hash_file(path, self.progress)
         problems = mismatches(download, stat.st_size, digests)
         if problems:
             raise ChecksumError(
@@ -219,7 +221,8 @@ class Fetcher:
                 f"good copy from {', '.join(browser_url(s) for s in download.sources) or download.origin}) and "
                 "run again."
             )
-        self._record(download, path, digests)
+        if not unchanged:
+            self._record(download, path, digests)
 
     def _record(self, download, path, digests):
         if not (download.md5 or download.sha256):
