@@ -44,11 +44,13 @@ class BenchmarkDataset(DatasetBase):
     val_is_test = False  # ImageNet: no separate validation set
 
     def __init__(self, cfg):
-        self.bind_root(data_root(cfg))
+        root = data_root(cfg)
+        self.bind_root(root)
         if not os.path.isdir(self.dataset_dir):
             raise DatasetLayoutError(
-                f"Dataset folder {self.dataset_dir} is missing. Put {type(self).__name__} there (see "
-                f"{DATASETS_DOC}), or point DATA / --root at the folder that holds it."
+                f"Dataset folder {self.dataset_dir} is missing. Put {type(self).__name__} there (python -m "
+                f"datasets.prepare {type(self).__name__} --root {root} does it; see {DATASETS_DOC}), or point "
+                "DATA / --root at the folder that holds it."
             )
         splits = self.read_items()
         train, val, test = splits["train"], splits.get("val"), splits["test"]
@@ -98,7 +100,8 @@ class BenchmarkDataset(DatasetBase):
             source = f" (Google Drive file id {self.split_file_id}, linked from CoOp's DATASETS.md)" if self.split_file_id else ""
             raise DatasetLayoutError(
                 f"Split file {path} is missing. It is CoOp's official split {self.split_file}{source}: "
-                f"download it into {self.dataset_dir} (see {DATASETS_DOC})."
+                f"download it into {self.dataset_dir} (python -m datasets.prepare {type(self).__name__} does it; "
+                f"see {DATASETS_DOC})."
             )
         return path
 

@@ -10,6 +10,7 @@ import argparse
 import difflib
 import os
 
+from ..benchmark import DATASETS_DOC
 from . import ilsvrc
 from .fetch import DownloadError, Fetcher, ManualFileNeeded, browser_url, copy_file
 from .layout import check_layout, dataset_classes, format_table, layout_attributes, module_files
@@ -65,13 +66,12 @@ def describe_sources(name, cls, recipe, root):
     lines = [f"{name} ({cls.__name__}: {cls.dataset_dir}/)"]
     entries = [download for download, _ in module_files(cls, root)] + list(recipe.downloads)
     for download in entries:
-        checksum = (f"md5 {download.md5}" if download.md5 else "") + (f" sha256 {download.sha256}"
-                                                                       if download.sha256 else "")
-        lines.append(f"  {download.name}: {checksum.strip() or 'no checksum (sha256 printed after download)'}")
+        checksums = [f"{kind} {getattr(download, kind)}" for kind in ("md5", "sha256") if getattr(download, kind)]
+        lines.append(f"  {download.name}: {' '.join(checksums) or 'no checksum (sha256 printed after download)'}")
         lines += [f"    from {browser_url(source)}" for source in download.sources] or ["    put in place by hand"]
         lines.append(f"    origin: {download.origin}")
     if recipe.manual:
-        lines.append("  manual step: see the instructions printed by a run, or notes/README_datasets.md")
+        lines.append(f"  manual step: see the instructions printed by a run, or {DATASETS_DOC}")
     return "\n".join(lines)
 
 

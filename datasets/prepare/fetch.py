@@ -50,9 +50,9 @@ def browser_url(source):
 def hash_file(path, progress=False):
     """``{"md5": hex, "sha256": hex}`` of the file, read once."""
     md5, sha256 = hashlib.md5(), hashlib.sha256()
-    with open(path, "rb") as handle, tqdm(total=os.path.getsize(path), unit="B", unit_scale=True,
-                                           desc=f"verifying {os.path.basename(path)}", disable=not progress,
-                                           leave=False) as bar:
+    bar = tqdm(total=os.path.getsize(path), unit="B", unit_scale=True, desc=f"verifying {os.path.basename(path)}",
+               disable=not progress, leave=False)
+    with open(path, "rb") as handle, bar:
         for block in iter(lambda: handle.read(CHUNK), b""):
             md5.update(block)
             sha256.update(block)
