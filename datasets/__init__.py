@@ -2,7 +2,9 @@
 import importlib.util
 
 if importlib.util.find_spec("dassl") is not None:
-    import trainers  # noqa: F401  (first: it neutralises the side effects of importing Dassl)
+    # First: importing trainers neutralises the side effects of importing Dassl (this package is also an entry
+    # point of its own: python -m datasets.prepare).
+    import trainers  # noqa: F401
 
     from . import (  # noqa: F401
         caltech101,

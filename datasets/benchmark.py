@@ -45,13 +45,13 @@ class BenchmarkDataset(DatasetBase):
 
     def __init__(self, cfg):
         root = data_root(cfg)
-        self.dataset_dir = os.path.join(root, type(self).dataset_dir)
+        self.bind_root(root)
         if not os.path.isdir(self.dataset_dir):
             raise DatasetLayoutError(
-                f"Dataset folder {self.dataset_dir} is missing. Put {type(self).__name__} there (see "
-                f"{DATASETS_DOC}), or point DATA / --root at the folder that holds it."
+                f"Dataset folder {self.dataset_dir} is missing. Put {type(self).__name__} there (python -m "
+                f"datasets.prepare {type(self).__name__} --root {root} does it; see {DATASETS_DOC}), or point "
+                "DATA / --root at the folder that holds it."
             )
-        self.image_dir = os.path.join(self.dataset_dir, type(self).image_dir)
         splits = self.read_items()
         train, val, test = splits["train"], splits.get("val"), splits["test"]
         if self.test_only:
@@ -64,12 +64,34 @@ class BenchmarkDataset(DatasetBase):
         train, val, test = subsample_classes(train, val, test, subsample=cfg.DATASET.SUBSAMPLE_CLASSES)
         super().__init__(train_x=to_datums(train), val=to_datums(val) if val else None, test=to_datums(test))
 
+    def bind_root(self, root):
+        """Point the instance's ``dataset_dir`` and ``image_dir`` at the dataset under ``root``."""
+        self.dataset_dir = os.path.join(root, type(self).dataset_dir)
+        self.image_dir = os.path.join(self.dataset_dir, type(self).image_dir)
+
+    @classmethod
+    def layout_at(cls, root):
+        """An instance bound to ``root`` that has read nothing: tools that inspect a dataset's layout without
+        building it (``datasets/prepare``) call its ``list_items`` / ``read_items``."""
+        reader = cls.__new__(cls)
+        reader.bind_root(root)
+        return reader
+
     # ----- reading -----
+    def list_items(self):
+        """``{"train": [Item], "val": [Item] or None, "test": [Item]}`` as the dataset lists them (by default its
+        split file), without checking that the image files exist."""
+        return read_split_file(self.split_path(), self.image_dir)
+
+    def items_source(self):
+        """What lists the items, for error messages."""
+        return self.split_path()
+
     def read_items(self):
-        """``{"train": [Item], "val": [Item] or None, "test": [Item]}``; by default from the split file."""
-        path = self.split_path()
-        splits = read_split_file(path, self.image_dir)
-        check_images_exist(splits["train"] + splits["val"] + splits["test"], self.dataset_dir, path)
+        """``list_items()``, after checking that every listed image exists."""
+        splits = self.list_items()
+        listed = [item for split in splits.values() if split for item in split]
+        check_images_exist(listed, self.dataset_dir, self.items_source())
         return splits
 
     def split_path(self):
@@ -78,7 +100,8 @@ class BenchmarkDataset(DatasetBase):
             source = f" (Google Drive file id {self.split_file_id}, linked from CoOp's DATASETS.md)" if self.split_file_id else ""
             raise DatasetLayoutError(
                 f"Split file {path} is missing. It is CoOp's official split {self.split_file}{source}: "
-                f"download it into {self.dataset_dir} (see {DATASETS_DOC})."
+                f"download it into {self.dataset_dir} (python -m datasets.prepare {type(self).__name__} does it; "
+                f"see {DATASETS_DOC})."
             )
         return path
 

@@ -3,7 +3,7 @@ import os
 from dassl.data.datasets import DATASET_REGISTRY
 
 from .benchmark import BenchmarkDataset
-from .splits import Item, check_images_exist
+from .splits import Item
 
 
 @DATASET_REGISTRY.register()
@@ -14,7 +14,10 @@ class FGVCAircraft(BenchmarkDataset):
     image_dir = "images"
     template = "a photo of a {}, a type of aircraft."
 
-    def read_items(self):
+    def items_source(self):
+        return os.path.join(self.dataset_dir, "images_variant_{train,val,test}.txt")
+
+    def list_items(self):
         variants_file = self.require(os.path.join(self.dataset_dir, "variants.txt"), "Class list")
         with open(variants_file) as handle:
             classnames = [line.strip() for line in handle if line.strip()]
@@ -28,6 +31,5 @@ class FGVCAircraft(BenchmarkDataset):
                     if line.strip():
                         image_id, _, classname = line.strip().partition(" ")
                         items.append(Item(os.path.join(self.image_dir, image_id + ".jpg"), label_of[classname], classname))
-            check_images_exist(items, self.dataset_dir, path)
             splits[split] = items
         return splits

@@ -24,13 +24,18 @@ class ImageNet(BenchmarkDataset):
             self.require(path, f"classnames.txt (Google Drive file id {self.classnames_file_id}, from CoOp's DATASETS.md)")
         return self.read_classnames(path)
 
-    def read_items(self):
+    def list_items(self):
         names = self.folder_classnames()
         return {"train": self.read_folders("train", names), "val": None, "test": self.read_folders("val", names)}
 
+    def read_items(self):
+        return self.list_items()  # listed from the folders themselves: every item exists
+
     def read_folders(self, split, names):
         split_dir = self.require(os.path.join(self.image_dir, split), "Image folder")
-        folders = sorted(entry.name for entry in os.scandir(split_dir) if entry.is_dir())
+        # Hidden folders (e.g. a class being extracted by datasets/prepare) are not classes.
+        folders = sorted(entry.name for entry in os.scandir(split_dir)
+                         if entry.is_dir() and not entry.name.startswith("."))
         items = []
         for label, folder in enumerate(folders):
             for name in self.list_images(os.path.join(split_dir, folder)):

@@ -16,7 +16,7 @@ class ImageNetVariant(BenchmarkDataset):
         folders = [name for name in self.list_images(self.image_dir) if os.path.isdir(os.path.join(self.image_dir, name))]
         return [(folder, names[folder]) for folder in folders]
 
-    def read_items(self):
+    def list_items(self):
         names = self.read_classnames(self.require(os.path.join(self.dataset_dir, "classnames.txt"), "classnames.txt"))
         self.require(self.image_dir, "Image folder")
         items = []
@@ -24,6 +24,9 @@ class ImageNetVariant(BenchmarkDataset):
             folder_path = os.path.join(self.image_dir, folder)
             items.extend(Item(os.path.join(folder_path, name), label, classname) for name in self.list_images(folder_path))
         return {"train": items, "val": None, "test": items}
+
+    def read_items(self):
+        return self.list_items()  # listed from the folders themselves: every item exists
 
 
 @DATASET_REGISTRY.register()

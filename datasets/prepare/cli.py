@@ -1,0 +1,161 @@
+"""Download, verify and lay out the benchmark datasets the way the modules in datasets/ read them.
+
+  python -m datasets.prepare oxford_pets dtd --root $DATA     prepare two datasets
+  python -m datasets.prepare all --root $DATA                  every dataset (ImageNet and Stanford Cars: manual)
+  python -m datasets.prepare --check --root $DATA              verify every dataset, download nothing
+
+A prepared dataset is detected and skipped; an interrupted download continues where it stopped.
+"""
+import argparse
+import difflib
+import os
+
+from ..benchmark import DATASETS_DOC
+from . import ilsvrc
+from .fetch import DownloadError, Fetcher, ManualFileNeeded, browser_url, copy_file
+from .layout import check_layout, dataset_classes, format_table, layout_attributes, module_files
+from .sources import SOURCES
+from .unpack import LayoutMismatch, UnsafeArchiveError, is_placed, mark_placed, place_archive
+
+STEP_ERRORS = (DownloadError, UnsafeArchiveError, LayoutMismatch, ilsvrc.ValLabelError)
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="python -m datasets.prepare", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("names", nargs="*", metavar="NAME",
+                        help="datasets by config name (configs/datasets/NAME.yaml, e.g. oxford_pets) or class name "
+                             "(OxfordPets); 'all' for every one")
+    parser.add_argument("--root", default=os.environ.get("DATA", ""),
+                        help="the folder that holds the datasets (default: $DATA)")
+    parser.add_argument("--check", action="store_true",
+                        help="only verify layout, split file and image count of each dataset (all when none named)")
+    parser.add_argument("--downloads", default="", help="where downloaded archives are kept (default: ROOT/downloads)")
+    parser.add_argument("--force", action="store_true",
+                        help="place every file again from its verified archive, even where the dataset looks ready")
+    parser.add_argument("--delete-archives", action="store_true",
+                        help="delete each archive once its contents are in place (a later --force downloads again)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--list", action="store_true", help="print the source table for the named datasets and exit")
+    return parser
+
+
+def resolve_names(parser, names, classes, check):
+    if not names:
+        if check:
+            return sorted(classes)
+        parser.error("name the datasets to prepare (or 'all'); known: " + ", ".join(sorted(classes)))
+    if "all" in names:
+        return sorted(classes)
+    lookup = {name.lower(): name for name in classes}
+    lookup.update({cls.__name__.lower(): name for name, cls in classes.items()})
+    resolved = []
+    for name in names:
+        key = name.lower().replace("-", "_")
+        if key not in lookup:
+            close = difflib.get_close_matches(key, lookup, n=3)
+            suggestions = list(dict.fromkeys(lookup[match] for match in close))
+            hint = f" Did you mean {', '.join(suggestions)}?" if suggestions else ""
+            parser.error(f"unknown dataset {name!r}.{hint} Known: {', '.join(sorted(classes))}")
+        if lookup[key] not in resolved:
+            resolved.append(lookup[key])
+    return resolved
+
+
+def describe_sources(name, cls, recipe, root):
+    lines = [f"{name} ({cls.__name__}: {cls.dataset_dir}/)"]
+    entries = [download for download, _ in module_files(cls, root)] + list(recipe.downloads)
+    for download in entries:
+        checksums = [f"{kind} {getattr(download, kind)}" for kind in ("md5", "sha256") if getattr(download, kind)]
+        lines.append(f"  {download.name}: {' '.join(checksums) or 'no checksum (sha256 printed after download)'}")
+        lines += [f"    from {browser_url(source)}" for source in download.sources] or ["    put in place by hand"]
+        lines.append(f"    origin: {download.origin}")
+    if recipe.manual:
+        lines.append(f"  manual step: see the instructions printed by a run, or {DATASETS_DOC}")
+    return "\n".join(lines)
+
+
+def prepare_dataset(name, cls, recipe, root, args, gdrive=None, log=print):
+    hints = (ilsvrc.val_hint,) if recipe.custom == "ilsvrc" else ()
+    report = check_layout(name, cls, root, recipe, hints)
+    if report.ok and not args.force:
+        log(f"{name}: already prepared ({report.found} images), skipped")
+        return report
+    folder = os.path.join(root, cls.dataset_dir)
+    os.makedirs(folder, exist_ok=True)
+    downloads_dir = os.path.join(args.downloads or os.path.join(root, "downloads"), cls.dataset_dir)
+    progress = not args.no_progress
+    fetcher = Fetcher(downloads_dir, gdrive=gdrive, progress=progress, log=log)
+    attributes = layout_attributes(cls)
+    problems = []
+    generic = () if recipe.custom else recipe.downloads
+    for download, extra_dirs in module_files(cls, root) + [(download, ()) for download in generic]:
+        if not args.force and is_placed(folder, download.name):
+            continue
+        try:
+            path = fetcher.fetch(download, search_dirs=(folder,) + extra_dirs)
+            if download.places:
+                placed = place_archive(path, download.places, folder, attributes, progress)
+            else:
+                copy_file(path, os.path.join(folder, download.target))
+                placed = [download.target]
+            mark_placed(folder, download.name, placed)
+            if args.delete_archives and download.places:
+                fetcher.discard(download, path)
+        except STEP_ERRORS as err:
+            problems.append(f"{download.name}: {err}")
+    if recipe.custom == "ilsvrc":
+        problems += prepare_ilsvrc(cls, recipe, root, folder, fetcher, progress, log)
+    report = check_layout(name, cls, root, recipe, hints)
+    for problem in problems:
+        log(f"{name}: {problem}")
+    if not report.ok and recipe.manual:
+        log(f"\n{name} needs a manual step:\n" + recipe.manual.format(dataset_folder=folder, downloads=downloads_dir))
+    return report
+
+
+def prepare_ilsvrc(cls, recipe, root, folder, fetcher, progress, log):
+    classnames = os.path.join(folder, "classnames.txt")
+    if not os.path.isfile(classnames):
+        return [f"{classnames} is missing, so the training classes cannot be checked"]
+    reader = cls.layout_at(root)
+
+    def locate(download):
+        try:
+            return fetcher.fetch(download, search_dirs=(folder,))
+        except ManualFileNeeded:
+            return None
+
+    try:
+        ilsvrc.prepare_imagenet(folder, reader.image_dir, cls.read_classnames(classnames), recipe.downloads, locate,
+                                progress, log)
+    except STEP_ERRORS as err:
+        return [str(err)]
+    return []
+
+
+def main(argv=None, gdrive=None, sources=None, log=print):
+    """The command line. ``gdrive`` (how Google Drive files are fetched) and ``sources`` (the source table)
+    default to gdown and ``sources.SOURCES``; tests pass local ones."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.root:
+        parser.error("give the datasets folder with --root (or set DATA)")
+    root = os.path.abspath(os.path.expanduser(args.root))
+    sources = SOURCES if sources is None else sources
+    classes = dataset_classes()
+    names = resolve_names(parser, args.names, classes, args.check or args.list)
+    unknown = [name for name in names if name not in sources]
+    if unknown:
+        parser.error(f"no entry for {', '.join(unknown)} in the source table (datasets/prepare/sources.py)")
+    if args.list:
+        log("\n\n".join(describe_sources(name, classes[name], sources[name], root) for name in names))
+        return 0
+    if args.check:
+        hints = {name: (ilsvrc.val_hint,) if sources[name].custom == "ilsvrc" else () for name in names}
+        reports = [check_layout(name, classes[name], root, sources[name], hints[name]) for name in names]
+    else:
+        os.makedirs(root, exist_ok=True)
+        reports = [prepare_dataset(name, classes[name], sources[name], root, args, gdrive, log) for name in names]
+    log("\n" + format_table(reports))
+    return 0 if all(report.ok for report in reports) else 1

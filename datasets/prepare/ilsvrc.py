@@ -1,0 +1,141 @@
+"""ImageNet (ILSVRC2012) from its official archives: the training tar holds one tar per class; the validation tar
+holds 50,000 images in one flat folder, whose classes are given by the devkit (``data/meta.mat`` maps the
+ILSVRC2012_ID of ``data/ILSVRC2012_validation_ground_truth.txt`` to a WordNet id) or by Kaggle's
+``LOC_val_solution.csv``. The layout produced is the one ``datasets/imagenet.py`` reads:
+``images/train/<wnid>/`` and ``images/val/<wnid>/``.
+"""
+import csv
+import io
+import os
+import tarfile
+
+from tqdm import tqdm
+
+from .unpack import ProgressReader, extract, extract_tar_stream
+
+GROUND_TRUTH = "data/ILSVRC2012_validation_ground_truth.txt"
+META = "data/meta.mat"
+KAGGLE_LABELS = "LOC_val_solution.csv"
+
+
+class ValLabelError(ValueError):
+    """The validation labels cannot be read, or do not cover the images found."""
+
+
+def extract_train(train_tar, train_dir, progress=True):
+    """Unpack each per-class tar of the training archive into ``train_dir/<wnid>/``.
+
+    A class is written to a hidden folder and renamed when complete, so a class folder that exists is whole and
+    an interrupted run continues with the classes still missing. Returns the number of classes extracted now."""
+    os.makedirs(train_dir, exist_ok=True)
+    extracted = 0
+    label = os.path.basename(train_tar)
+    with open(train_tar, "rb") as raw, tqdm(total=os.path.getsize(train_tar), unit="B", unit_scale=True,
+                                            desc=f"extracting {label}", disable=not progress) as bar:
+        with tarfile.open(fileobj=ProgressReader(raw, bar), mode="r|") as outer:
+            for member in outer:
+                if not (member.isfile() and member.name.endswith(".tar")):
+                    continue
+                wnid = os.path.basename(member.name)[: -len(".tar")]
+                final = os.path.join(train_dir, wnid)
+                if os.path.isdir(final):
+                    continue
+                partial = os.path.join(train_dir, f".{wnid}.partial")
+                with tarfile.open(fileobj=outer.extractfile(member), mode="r|") as inner:
+                    extract_tar_stream(inner, partial, f"{label}/{member.name}")
+                os.replace(partial, final)
+                extracted += 1
+    return extracted
+
+
+def labels_from_devkit(devkit_archive):
+    """``{image file name: wnid}`` from the ILSVRC2012 devkit archive."""
+    from scipy.io import loadmat
+
+    wanted = {}
+    with tarfile.open(devkit_archive) as tar:
+        for member in tar:
+            for suffix in (GROUND_TRUTH, META):
+                if member.isfile() and member.name.endswith(suffix):
+                    wanted[suffix] = tar.extractfile(member).read()
+    missing = [suffix for suffix in (GROUND_TRUTH, META) if suffix not in wanted]
+    if missing:
+        raise ValLabelError(f"{devkit_archive} has no {', '.join(missing)}: it is not the ILSVRC2012 devkit.")
+    synsets = loadmat(io.BytesIO(wanted[META]), squeeze_me=True)["synsets"]
+    # The 1,000 classes are the leaves of the synset tree (no children); their ILSVRC2012_ID numbers the labels
+    # used by the ground-truth file.
+    wnid_of = {int(s["ILSVRC2012_ID"]): str(s["WNID"]) for s in synsets if int(s["num_children"]) == 0}
+    labels = {}
+    for index, line in enumerate(wanted[GROUND_TRUTH].decode().split(), start=1):
+        labels[f"ILSVRC2012_val_{index:08d}.JPEG"] = wnid_of[int(line)]
+    return labels
+
+
+def labels_from_kaggle_csv(path):
+    """``{image file name: wnid}`` from Kaggle's ``LOC_val_solution.csv`` (ImageId, PredictionString whose first
+    word is the wnid)."""
+    labels = {}
+    with open(path, newline="") as handle:
+        for row in csv.DictReader(handle):
+            labels[row["ImageId"] + ".JPEG"] = row["PredictionString"].split()[0]
+    return labels
+
+
+def unsorted_val_images(val_dir):
+    """Image files lying directly in ``val_dir`` (not yet in class folders)."""
+    if not os.path.isdir(val_dir):
+        return []
+    return sorted(entry.name for entry in os.scandir(val_dir) if entry.is_file() and not entry.name.startswith("."))
+
+
+def sort_val(val_dir, labels, progress=True):
+    """Move each flat validation image into ``val_dir/<wnid>/``; returns how many were moved. Safe to rerun:
+    only images still lying flat are moved."""
+    flat = unsorted_val_images(val_dir)
+    unknown = [name for name in flat if name not in labels]
+    if unknown:
+        raise ValLabelError(f"{len(unknown)} images in {val_dir} have no label in the ground truth, e.g. {unknown[0]}: "
+                            "are they ILSVRC2012 validation images?")
+    for name in tqdm(flat, desc="sorting validation images into class folders", unit="img", disable=not progress):
+        folder = os.path.join(val_dir, labels[name])
+        os.makedirs(folder, exist_ok=True)
+        os.replace(os.path.join(val_dir, name), os.path.join(folder, name))
+    return len(flat)
+
+
+def prepare_imagenet(dataset_folder, image_dir, class_folders, archives, locate, progress=True, log=print):
+    """Build ``image_dir/train`` and ``image_dir/val`` from whatever of the official ``archives`` (the training,
+    validation and devkit ``Download``s) ``locate(download)`` finds (it returns a verified path or None), sorting
+    flat validation images into class folders. ``class_folders``: the wnids of ``classnames.txt``."""
+    train_archive, val_archive, devkit_archive = archives
+    train_dir, val_dir = os.path.join(image_dir, "train"), os.path.join(image_dir, "val")
+    have_train = os.path.isdir(train_dir) and set(class_folders) <= set(os.listdir(train_dir))
+    if not have_train:
+        archive = locate(train_archive)
+        if archive:
+            log(f"Extracted {extract_train(archive, train_dir, progress)} training classes into {train_dir}")
+    if not os.path.isdir(val_dir) or not os.listdir(val_dir):
+        archive = locate(val_archive)
+        if archive:
+            extract(archive, val_dir, progress)
+    if unsorted_val_images(val_dir):
+        kaggle = os.path.join(dataset_folder, KAGGLE_LABELS)
+        devkit = locate(devkit_archive)
+        if devkit:
+            labels = labels_from_devkit(devkit)
+        elif os.path.isfile(kaggle):
+            labels = labels_from_kaggle_csv(kaggle)
+        else:
+            log(f"The validation images in {val_dir} are not sorted into class folders yet: put "
+                f"{devkit_archive.name} (or {KAGGLE_LABELS}) in {dataset_folder} and run again.")
+            return
+        log(f"Sorted {sort_val(val_dir, labels, progress)} validation images into class folders in {val_dir}")
+
+
+def val_hint(dataset_folder, image_dir):
+    """Advice for ``--check`` when validation images still lie flat."""
+    flat = unsorted_val_images(os.path.join(image_dir, "val"))
+    if flat:
+        return (f"{len(flat)} validation images lie directly in {os.path.join(image_dir, 'val')}, not in class "
+                "folders: run python -m datasets.prepare imagenet to sort them.")
+    return None
