@@ -158,7 +158,8 @@ class MethodSpec:
         label, _, rest = text.rpartition("=")
         trainer, _, configs = rest.partition(":")
         if not trainer:
-            raise TablesError(f"--method {text!r}: expected LABEL=TRAINER[:CONFIG[,CONFIG]], e.g. CoOp-4=CoOp:vit_b16_ep50")
+            raise TablesError(
+                f"--method {text!r}: expected LABEL=TRAINER[:CONFIG[,CONFIG]], e.g. CoOp-50=CoOp:vit_b16_ep50")
         return cls(label or text, trainer, tuple(c for c in configs.split(",") if c))
 
     def matches(self, record):
@@ -207,27 +208,27 @@ def summarise(by_seed, expected):
     return Stat(statistics.fmean(values), statistics.pstdev(values), seeds, set(expected) <= set(seeds))
 
 
-def combine(per_part, stats, expected, reduce, partial=True):
-    """A value derived from several parts (datasets, or base and new): ``reduce`` of the parts' means, with the
-    spread over the seeds for which every part has a run. ``per_part``: part -> seed -> value. When a part has no
-    run at all, the value is over the parts present if ``partial`` (marked incomplete), else there is none."""
+def average_over(per_part, stats, expected):
+    """The mean of several parts' means (datasets), with its spread over the seeds for which every part has a run:
+    ``(Stat, {seed: average of that seed})``. ``per_part``: part -> seed -> value; ``stats``: part -> Stat. A part
+    with no run at all leaves the mean over the parts present, marked incomplete, and no spread."""
     parts = list(per_part)
-    if any(stats[part].mean is None for part in parts) or not parts:
-        present = [stats[part].mean for part in parts if stats[part].mean is not None]
-        return Stat(reduce(present) if present and partial else None, None, (), False), {}
+    present = [stats[part].mean for part in parts if stats[part].mean is not None]
+    if len(present) < len(parts) or not parts:
+        return Stat(statistics.fmean(present) if present else None, None, (), False), {}
     full_seeds = [seed for seed in expected if all(seed in per_part[part] for part in parts)]
-    per_seed = {seed: reduce([per_part[part][seed] for part in parts]) for seed in full_seeds}
+    per_seed = {seed: statistics.fmean(per_part[part][seed] for part in parts) for seed in full_seeds}
     spread = statistics.pstdev(per_seed.values()) if per_seed else None
     complete = all(stats[part].complete for part in parts)
-    return Stat(reduce([stats[part].mean for part in parts]), spread, tuple(full_seeds), complete), per_seed
+    return Stat(statistics.fmean(present), spread, tuple(full_seeds), complete), per_seed
 
 
-def mean_of(values):
-    return statistics.fmean(values)
-
-
-def hm_of(pair):
-    return harmonic_mean(*pair)
+def harmonic_stat(base, new, base_by_seed, new_by_seed):
+    """HM of the mean Base and the mean New (as the papers), with the spread of the per-seed HMs."""
+    both = [seed for seed in base_by_seed if seed in new_by_seed]
+    values = [harmonic_mean(base_by_seed[seed], new_by_seed[seed]) for seed in both]
+    mean = None if base.mean is None or new.mean is None else harmonic_mean(base.mean, new.mean)
+    return Stat(mean, statistics.pstdev(values) if values else None, tuple(both), base.complete and new.complete)
 
 
 # ----------------------------------------------------------------------------------------------- tables
@@ -345,19 +346,17 @@ def quote(text):
     return f'"{text}"' if " " in text else text
 
 
-def interleave(methods, trainer_of_method, published_methods):
-    """Measured and published rows in one order: each published row right after the method it was measured as."""
-    order, shown = [], set()
+def interleave(methods, trainer_of_method, papers):
+    """Measured and published rows in one order: each paper's row right after the (last) method measured with the
+    trainer it corresponds to; the papers of trainers not measured at the end."""
+    last_of_trainer = {trainer_of_method[method]: method for method in methods}
+    order = []
     for method in methods:
         order.append(("measured", method))
-        for paper in published_methods:
-            if paper not in shown and published.TRAINER_OF.get(paper) == trainer_of_method.get(method):
-                later = [m for m in methods[methods.index(method) + 1:] if trainer_of_method.get(m) == trainer_of_method[method]]
-                if not later:
-                    order.append(("published", paper))
-                    shown.add(paper)
-    order += [("published", paper) for paper in published_methods if paper not in shown]
-    return order
+        if last_of_trainer[trainer_of_method[method]] == method:
+            order += [("published", p) for p in papers if published.TRAINER_OF.get(p) == trainer_of_method[method]]
+    shown = {name for kind, name in order if kind == "published"}
+    return order + [("published", paper) for paper in papers if paper not in shown]
 
 
 def tidy_row(table, dataset, method, stat, metric, shots="", source=""):
@@ -402,8 +401,7 @@ def base2new_table(protocol):
                 per.setdefault(method, {"base": {}, "new": {}})
                 per[method]["base"][dataset], per[method]["new"][dataset] = base, new
                 base_stat, new_stat = summarise(base, seeds), summarise(new, seeds)
-                hm_stat, _ = combine({"b": base, "n": new}, {"b": base_stat, "n": new_stat}, seeds,
-                                     lambda values: harmonic_mean(*values), partial=False)
+                hm_stat = harmonic_stat(base_stat, new_stat, base, new)
                 stats[(method, dataset)] = (base_stat, new_stat)
                 cells = [base_stat, new_stat, hm_stat]
                 label = method
@@ -426,25 +424,22 @@ def base2new_table(protocol):
                 continue
             label = published_label(method) + ("" if set(datasets) == set(BENCHMARK) else " [averaged here]")
         else:
-            base_stat, base_seed = combine(per[method]["base"], {d: stats[(method, d)][0] for d in datasets}, seeds, mean_of)
-            new_stat, new_seed = combine(per[method]["new"], {d: stats[(method, d)][1] for d in datasets}, seeds, mean_of)
-            both = [s for s in base_seed if s in new_seed]
-            hm_values = [harmonic_mean(base_seed[s], new_seed[s]) for s in both]
-            hm_stat = Stat(
-                None if base_stat.mean is None or new_stat.mean is None else harmonic_mean(base_stat.mean, new_stat.mean),
-                statistics.pstdev(hm_values) if hm_values else None, tuple(both),
-                base_stat.complete and new_stat.complete,
-            )
+            base_stat, base_seed = average_over(per[method]["base"], {d: stats[(method, d)][0] for d in datasets},
+                                                seeds)
+            new_stat, new_seed = average_over(per[method]["new"], {d: stats[(method, d)][1] for d in datasets}, seeds)
+            hm_stat = harmonic_stat(base_stat, new_stat, base_seed, new_seed)
             cells, label = [base_stat, new_stat, hm_stat], method
         table.rows.append([average_name, label, *cells])
         for metric, stat in zip(("base", "new", "hm"), cells):
             table.tidy.append(tidy_row("base2new", "Average", label, stat, metric, protocol.shots,
                                        source if stat.published else ""))
-    table.notes.append("HM: harmonic mean of the mean Base and mean New; on the average rows, of the averaged Base and New.")
+    table.notes.append("HM: harmonic mean of the mean Base and the mean New; on the average rows, of the averaged Base "
+                       "and New. Spreads of averages are over the seeds that have every dataset.")
     if papers:
         table.notes.append(f"(published): {source}.")
         if set(datasets) != set(BENCHMARK):
-            table.notes.append("[averaged here]: the published per-dataset numbers averaged over the datasets of this table.")
+            table.notes.append("[averaged here]: the published per-dataset numbers, averaged over this table's "
+                               "datasets.")
     return table
 
 
@@ -496,11 +491,12 @@ def transfer_table(protocol, name):
                 average = None
             cells = [Stat(v, None, (), True, True) if v is not None else Stat(published=True) for v in values]
             cells.append(Stat(average, None, (), True, True) if average is not None else Stat(published=True))
-            label = published_label(method) + ("" if set(targets) == set(standard) or average is None else " [averaged here]")
+            computed = set(targets) != set(standard) and average is not None
+            label = published_label(method) + (" [averaged here]" if computed else "")
         else:
             per = {d: protocol.by_seed(method, d, subsample="all") for d in columns}
             stats = {d: summarise(per[d], seeds) for d in columns}
-            average, _ = combine({d: per[d] for d in targets}, stats, seeds, mean_of)
+            average, _ = average_over({d: per[d] for d in targets}, stats, seeds)
             cells, label = [stats[d] for d in columns] + [average], method
             lacking_source = tuple(s for s in seeds if s not in stats[XD_SOURCE].seeds)
             if lacking_source:
@@ -552,8 +548,9 @@ def fewshot_table(protocol):
                 lacking = tuple(s for s in seeds if s not in stat.seeds)
                 if lacking:
                     env = [] if k <= 0 else [f"SHOTS_LIST={k}"]
-                    table.missing.append(Missing(method, dataset, f"no {k}-shot run" if k > 0 else "no zero-shot run",
-                                                 lacking, protocol.command("fewshot.sh", method, [dataset], lacking, env)))
+                    what = f"no {k}-shot run" if k > 0 else "no zero-shot run"
+                    command = protocol.command("fewshot.sh", method, [dataset], lacking, env)
+                    table.missing.append(Missing(method, dataset, what, lacking, command))
             table.rows.append([label_of(dataset), method, *cells])
     for method in protocol.methods:
         cells = []
@@ -561,7 +558,7 @@ def fewshot_table(protocol):
             if k not in expected[method]:
                 cells.append("")
                 continue
-            stat, _ = combine(per[(method, k)], stats[(method, k)], seeds, mean_of)
+            stat, _ = average_over(per[(method, k)], stats[(method, k)], seeds)
             cells.append(stat)
             table.tidy.append(tidy_row("fewshot", "Average", method, stat, "accuracy", shots=k))
         table.rows.append([average_label(datasets), method, *cells])
@@ -591,8 +588,9 @@ def build_tables(records, protocols, options, keys=None):
             continue
         if table is not None:
             if any(isinstance(c, Stat) and not c.complete and not c.published for row in table.rows for c in row):
-                table.notes.append(f"{INCOMPLETE_MARK} mean over fewer runs than expected (seeds {' '.join(map(str, protocol.seeds))}); "
-                                   "the missing runs are listed below the table.")
+                seeds = " ".join(map(str, protocol.seeds))
+                table.notes.append(f"{INCOMPLETE_MARK} mean over fewer runs than expected (seeds {seeds}); the missing "
+                                   "runs are listed below the table.")
             tables.append(table)
     return tables, errors
 
@@ -630,17 +628,20 @@ def rendered_rows(table, digits, style):
     return blank_repeats(rows) if table.header[0] == "Dataset" else rows
 
 
-def to_text(table, digits=2):
+def tabulated(table, digits, tablefmt):
     from tabulate import tabulate
 
-    body = tabulate(rendered_rows(table, digits, "text"), headers=table.header, tablefmt="simple", disable_numparse=True)
+    return tabulate(rendered_rows(table, digits, "text"), headers=table.header, tablefmt=tablefmt,
+                    disable_numparse=True)
+
+
+def to_text(table, digits=2):
+    body = tabulated(table, digits, "simple")
     return "\n".join([table.title, "", body, "", *table.notes, *missing_lines(table)]) + "\n"
 
 
 def to_markdown(table, digits=2):
-    from tabulate import tabulate
-
-    body = tabulate(rendered_rows(table, digits, "text"), headers=table.header, tablefmt="github", disable_numparse=True)
+    body = tabulated(table, digits, "github")
     notes = [f"- {note}" for note in table.notes]
     missing = [f"- {m.method}, {label_of(m.dataset)}: {m.what}, seeds {', '.join(map(str, m.seeds))}"
                + (f" (`{m.command}`)" if m.command else "") for m in table.missing]
@@ -664,8 +665,9 @@ def to_latex(table, digits=2):
         previous = row[0] or previous
         lines.append(" & ".join(row) + r" \\")
     lines += ["\\bottomrule", "\\end{tabular}"]
-    lines += [f"% {note}" for note in table.notes] + [f"% missing: {m.method}, {label_of(m.dataset)}: {m.what}, "
-                                                     f"seeds {', '.join(map(str, m.seeds))}" for m in table.missing]
+    lines += [f"% {note}" for note in table.notes]
+    lines += [f"% missing: {m.method}, {label_of(m.dataset)}: {m.what}, seeds {', '.join(map(str, m.seeds))}"
+              for m in table.missing]
     return "\n".join(lines) + "\n"
 
 
@@ -785,7 +787,8 @@ def build_parser():
     parser.add_argument("--protocol", choices=(*PROTOCOLS, "all"), default="all")
     parser.add_argument("--out", default="", help="folder for .md/.tex/.csv/.png (default: <first root>/tables)")
     parser.add_argument("--seeds", type=int, nargs="+", help="expected seeds (default: every seed found)")
-    parser.add_argument("--datasets", nargs="+", help="expected datasets, as configs/datasets keys (default: every one found)")
+    parser.add_argument("--datasets", nargs="+",
+                        help="expected datasets, as configs/datasets keys (default: every one found)")
     parser.add_argument("--method", action="append", default=[], metavar="LABEL=TRAINER[:CONFIG,...]",
                         help="a method of the tables (repeatable; default: one per trainer)")
     parser.add_argument("--shots", type=int, help="base2new/xd/dg: the shot count to show when several were run")
