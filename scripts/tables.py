@@ -255,6 +255,7 @@ class Table:
     notes: list = field(default_factory=list)
     tidy: list = field(default_factory=list)
     missing: list = field(default_factory=list)
+    shots: list = field(default_factory=list)  # fewshot: the shot count of each accuracy column
 
 
 @dataclass
@@ -520,17 +521,29 @@ def transfer_table(protocol, name):
 
 
 # ----- few-shot
+def shots_order(shots):
+    return (shots < 0, shots)
+
+
+def shots_label(shots):
+    if shots == 0:
+        return "zero-shot"
+    return "all images" if shots < 0 else f"{shots} shot{'s' if shots > 1 else ''}"
+
+
 def fewshot_table(protocol):
     opts = protocol.options
     datasets = protocol.datasets()
     seeds = protocol.seeds
-    zero_shot = {m for m in protocol.methods if all(r["shots"] <= 0 for r in protocol.records if r["_method"] == m)}
-    found = sorted({r["shots"] for r in protocol.records if r["shots"] > 0})
-    learned = tuple(opts.shots_list) if opts.shots_list is not None else tuple(found)
+    # Zero-shot methods ran once, as 0 shots; the others are expected at every shot count any of them ran
+    # (a negative count is a run on all training images).
+    zero_shot = {m for m in protocol.methods if all(r["shots"] == 0 for r in protocol.records if r["_method"] == m)}
+    found = {r["shots"] for r in protocol.records if r["shots"] != 0}
+    learned = tuple(opts.shots_list) if opts.shots_list is not None else tuple(sorted(found, key=shots_order))
     expected = {m: ((0,) if m in zero_shot else learned) for m in protocol.methods}
-    columns = sorted({k for m in protocol.methods for k in expected[m]})
-    header = ["Dataset", "Method", *("zero-shot" if k <= 0 else f"{k} shot{'s' if k > 1 else ''}" for k in columns)]
-    table = Table("fewshot", "Few-shot learning (all classes), accuracy (%)", header)
+    columns = sorted({k for m in protocol.methods for k in expected[m]}, key=shots_order)
+    header = ["Dataset", "Method", *map(shots_label, columns)]
+    table = Table("fewshot", "Few-shot learning (all classes), accuracy (%)", header, shots=columns)
     per = defaultdict(dict)  # (method, shots) -> dataset -> seed -> value
     stats = defaultdict(dict)
     for dataset in datasets:
@@ -547,8 +560,8 @@ def fewshot_table(protocol):
                 table.tidy.append(tidy_row("fewshot", dataset, method, stat, "accuracy", shots=k))
                 lacking = tuple(s for s in seeds if s not in stat.seeds)
                 if lacking:
-                    env = [] if k <= 0 else [f"SHOTS_LIST={k}"]
-                    what = f"no {k}-shot run" if k > 0 else "no zero-shot run"
+                    env = [] if k == 0 else [f"SHOTS_LIST={k}"]
+                    what = f"no {k}-shot run" if k > 0 else f"no {shots_label(k)} run"
                     command = protocol.command("fewshot.sh", method, [dataset], lacking, env)
                     table.missing.append(Missing(method, dataset, what, lacking, command))
             table.rows.append([label_of(dataset), method, *cells])
@@ -730,7 +743,7 @@ def plot_fewshot(table, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    shots = [0 if h == "zero-shot" else int(h.split()[0]) for h in table.header[2:]]
+    shots = table.shots
     groups = list(dict.fromkeys(row[0] for row in table.rows))
     cols = min(4, len(groups))
     rows = math.ceil(len(groups) / cols)
@@ -738,12 +751,13 @@ def plot_fewshot(table, path):
     positive = [k for k in shots if k > 0]
     for ax, group in zip(axes.flat, groups):
         for row in (r for r in table.rows if r[0] == group):
-            points = [(k, c) for k, c in zip(shots, row[2:]) if isinstance(c, Stat) and c.mean is not None]
-            if points and points[0][0] <= 0 and positive:
-                ax.plot([min(positive), max(positive)], [points[0][1].mean] * 2, "--", label=row[1])
-            elif points:
-                ax.errorbar([k for k, _ in points], [c.mean for _, c in points], marker="o", label=row[1],
-                            yerr=[c.std if c.std is not None and len(c.seeds) > 1 else 0.0 for _, c in points])
+            stats = {k: c for k, c in zip(shots, row[2:]) if isinstance(c, Stat) and c.mean is not None}
+            points = sorted(k for k in stats if k > 0)
+            if points:
+                ax.errorbar(points, [stats[k].mean for k in points], marker="o", label=row[1],
+                            yerr=[stats[k].std if len(stats[k].seeds) > 1 else 0.0 for k in points])
+            elif 0 in stats and positive:
+                ax.plot([min(positive), max(positive)], [stats[0].mean] * 2, "--", label=row[1])
         ax.set_title(group)
         if positive:
             ax.set_xscale("log", base=2)
