@@ -181,7 +181,7 @@ def assign_methods(records, specs):
             record["_method"] = spec.label
             chosen.append(record)
     used = {record["_method"] for record in chosen}
-    return chosen, [spec.label for spec in dict.fromkeys(specs) if spec.label in used]
+    return chosen, list(dict.fromkeys(spec.label for spec in specs if spec.label in used))
 
 
 # ----------------------------------------------------------------------------------------------- statistics

@@ -303,6 +303,10 @@ def test_ambiguous_records_get_a_clear_error_and_methods_tell_them_apart(tmp_pat
     table = build(tmp_path, "base2new", methods=specs, published=False)
     assert cells(table, "OxfordPets", "CoOp-200")[0].mean == 80.0
     assert cells(table, "OxfordPets", "CoOp-50")[0].mean == 70.0
+    # One label for several specs merges them into one method (here: still one record per cell).
+    specs = tuple(tables.MethodSpec.parse(text) for text in ("Only=CoOp:vit_b16_ctxv1", "Only=ZeroshotCLIP"))
+    table = build(tmp_path, "base2new", methods=specs, published=False)
+    assert [row[1] for row in table.rows] == ["Only", "Only"]
 
 
 def test_several_shot_counts_need_a_choice(tmp_path):
