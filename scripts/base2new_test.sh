@@ -15,21 +15,8 @@ finished "$DIR" && exit 0
 
 LOAD=()
 if ! learns_nothing "$TRAINER"; then
-    if [ ! -f "$MODEL_DIR/results.json" ]; then
-        echo "error: no finished training in $MODEL_DIR; run scripts/base2new_train.sh $DATASET $SEED $TRAINER $CFG first" >&2
-        exit 2
-    fi
+    require_trained "$MODEL_DIR" "scripts/base2new_train.sh $DATASET $SEED $TRAINER $CFG"
     LOAD=(--model-dir "$MODEL_DIR")
 fi
-"$PYTHON" train.py \
-    --root "$DATA" \
-    --seed "$SEED" \
-    --trainer "$TRAINER" \
-    --dataset-config-file "configs/datasets/$DATASET.yaml" \
-    --config-file "configs/trainers/$TRAINER/$CFG.yaml" \
-    --output-dir "$DIR" \
-    "${LOAD[@]}" \
-    --eval-only \
-    DATASET.NUM_SHOTS "$SHOTS" \
-    DATASET.SUBSAMPLE_CLASSES new \
-    "${EXTRA_OPTS[@]}"
+OVERRIDES=(DATASET.SUBSAMPLE_CLASSES new)
+run_train_py "$DIR" "${LOAD[@]}" --eval-only

@@ -13,14 +13,5 @@ finished "$DIR" && exit 0
 
 MODE=()
 if learns_nothing "$TRAINER"; then MODE=(--eval-only); fi
-"$PYTHON" train.py \
-    --root "$DATA" \
-    --seed "$SEED" \
-    --trainer "$TRAINER" \
-    --dataset-config-file "configs/datasets/$DATASET.yaml" \
-    --config-file "configs/trainers/$TRAINER/$CFG.yaml" \
-    --output-dir "$DIR" \
-    "${MODE[@]}" \
-    DATASET.NUM_SHOTS "$SHOTS" \
-    DATASET.SUBSAMPLE_CLASSES base \
-    "${EXTRA_OPTS[@]}"
+OVERRIDES=(DATASET.SUBSAMPLE_CLASSES base)
+run_train_py "$DIR" "${MODE[@]}"

@@ -1,20 +1,37 @@
-# Shared by the protocol scripts: argument parsing, per-trainer default configs, and the run guard.
-# Usage pattern: script.sh DATASET SEED [TRAINER] [CONFIG] [-- KEY VALUE ...]
+# Shared by the protocol scripts: argument parsing, per-trainer default configs, the run guard and the train.py call.
+# One-run scripts: script.sh DATASET SEED [TRAINER] [CONFIG] [-- KEY VALUE ...]
+# Whole-protocol scripts: script.sh [TRAINER] [CONFIG] [-- KEY VALUE ...]
 # Environment: DATA (datasets folder, default ./data), OUTPUT (default ./output), SHOTS (default 16),
-# TRAINER and CONFIG (used when not given as arguments).
+# TRAINER and CONFIG (used when not given as arguments); whole-protocol scripts also read DATASETS and SEEDS.
+# PROTOCOL (set by each script) is one of base2new, xd (cross-dataset and domain generalisation), fewshot.
 
 DEFAULT_TRAINER=CoOp
+DEFAULT_SEEDS="1 2 3"
+# The 11 datasets of the base-to-new and few-shot benchmarks, in the papers' order.
+BENCHMARK_DATASETS="imagenet caltech101 oxford_pets stanford_cars oxford_flowers food101 fgvc_aircraft sun397 dtd eurosat ucf101"
+# Cross-dataset transfer: the ImageNet model evaluated on the 10 others; domain generalisation: on the 4 variants.
+XD_SOURCE=imagenet
+XD_TARGETS="caltech101 oxford_pets stanford_cars oxford_flowers food101 fgvc_aircraft sun397 dtd eurosat ucf101"
+DG_TARGETS="imagenetv2 imagenet_sketch imagenet_a imagenet_r"
 
 # default_config TRAINER DATASET PROTOCOL -> the config file name (without .yaml) used when none is given.
+# DATASET is the dataset the model is trained on (ImageNet for every cross-dataset evaluation); SHOTS is set.
 default_config() {
     local trainer=$1 dataset=$2 protocol=$3
     case "$trainer" in
         CoOp)
-            if [ "$dataset" = imagenet ]; then echo vit_b16_ep50_ctxv1; else echo vit_b16_ctxv1; fi ;;
+            if [ "$protocol" = fewshot ]; then
+                # CoOp's few-shot schedule (KaiyangZhou/CoOp, COOP.md): 50 epochs for 1 shot and for ImageNet,
+                # 100 for 2 and 4 shots, 200 for 8 and 16; 16 random context tokens.
+                if [ "$dataset" = imagenet ] || [ "$SHOTS" -le 1 ]; then echo vit_b16_ep50
+                elif [ "$SHOTS" -le 4 ]; then echo vit_b16_ep100
+                else echo vit_b16; fi
+            elif [ "$dataset" = imagenet ]; then echo vit_b16_ep50_ctxv1
+            else echo vit_b16_ctxv1; fi ;;
         ZeroshotCLIP|ZeroshotCLIP2)
             echo vit_b16 ;;
         *)
-            echo "error: no default config for trainer $trainer; give CONFIG as 4th argument" >&2
+            echo "error: no default config for trainer $trainer; give CONFIG as an argument or in the environment" >&2
             return 1 ;;
     esac
 }
@@ -24,6 +41,8 @@ learns_nothing() {
     case "$1" in ZeroshotCLIP|ZeroshotCLIP2) return 0 ;; *) return 1 ;; esac
 }
 
+# parse_args "$@" for a one-run script. A script whose dataset is fixed sets FIXED_DATASET (its arguments then start
+# at SEED); CONFIG_DATASET names the dataset whose default config applies (default: DATASET).
 parse_args() {
     POSITIONAL=()
     EXTRA_OPTS=()
@@ -31,25 +50,39 @@ parse_args() {
         if [ "$1" = "--" ]; then shift; EXTRA_OPTS=("$@"); break; fi
         POSITIONAL+=("$1"); shift
     done
+    local first="DATASET SEED"
+    if [ -n "${FIXED_DATASET:-}" ]; then POSITIONAL=("$FIXED_DATASET" "${POSITIONAL[@]}"); first="SEED"; fi
     if [ ${#POSITIONAL[@]} -lt 2 ]; then
-        echo "usage: $0 DATASET SEED [TRAINER] [CONFIG] [-- KEY VALUE ...]" >&2
+        echo "usage: $0 $first [TRAINER] [CONFIG] [-- KEY VALUE ...]" >&2
         exit 2
     fi
     DATASET=${POSITIONAL[0]}
     SEED=${POSITIONAL[1]}
     TRAINER=${POSITIONAL[2]:-${TRAINER:-$DEFAULT_TRAINER}}
-    CFG=${POSITIONAL[3]:-${CONFIG:-}}
-    if [ -z "$CFG" ]; then CFG=$(default_config "$TRAINER" "$DATASET" "$PROTOCOL") || exit 2; fi
     DATA=${DATA:-./data}
     OUTPUT=${OUTPUT:-output}
     SHOTS=${SHOTS:-16}
     PYTHON=${PYTHON:-python3}
-    if [ ! -f "configs/datasets/$DATASET.yaml" ]; then
-        echo "error: unknown dataset '$DATASET': no configs/datasets/$DATASET.yaml (choose from: $(ls configs/datasets | sed 's/.yaml//' | tr '\n' ' '))" >&2
+    if ! [[ "$SEED" =~ ^-?[0-9]+$ ]]; then
+        echo "error: SEED must be an integer; got '$SEED' (usage: $0 $first [TRAINER] [CONFIG])" >&2
         exit 2
     fi
+    if ! [[ "$SHOTS" =~ ^-?[0-9]+$ ]]; then
+        echo "error: SHOTS must be an integer; got '$SHOTS'" >&2
+        exit 2
+    fi
+    CFG=${POSITIONAL[3]:-${CONFIG:-}}
+    if [ -z "$CFG" ]; then CFG=$(default_config "$TRAINER" "${CONFIG_DATASET:-$DATASET}" "$PROTOCOL") || exit 2; fi
+    check_dataset "$DATASET"
     if [ ! -f "configs/trainers/$TRAINER/$CFG.yaml" ]; then
         echo "error: no config configs/trainers/$TRAINER/$CFG.yaml (trainer '$TRAINER', config '$CFG')" >&2
+        exit 2
+    fi
+}
+
+check_dataset() {
+    if [ ! -f "configs/datasets/$1.yaml" ]; then
+        echo "error: unknown dataset '$1': no configs/datasets/$1.yaml (choose from: $(ls configs/datasets | sed 's/.yaml//' | tr '\n' ' '))" >&2
         exit 2
     fi
 }
@@ -61,4 +94,77 @@ finished() {
         return 0
     fi
     return 1
+}
+
+# require_trained MODEL_DIR COMMAND: stop with the command to run first when the training run is not finished.
+require_trained() {
+    if [ ! -f "$1/results.json" ]; then
+        echo "error: no finished training in $1; run $2 first" >&2
+        exit 2
+    fi
+}
+
+# run_train_py OUTPUT_DIR [train.py options ...]: train.py for the parsed run, then the KEY VALUE pairs of the
+# OVERRIDES array (set by the script) and of EXTRA_OPTS (the user's, last so they win).
+run_train_py() {
+    local dir=$1; shift
+    "$PYTHON" train.py \
+        --root "$DATA" \
+        --seed "$SEED" \
+        --trainer "$TRAINER" \
+        --dataset-config-file "configs/datasets/$DATASET.yaml" \
+        --config-file "configs/trainers/$TRAINER/$CFG.yaml" \
+        --output-dir "$dir" \
+        "$@" \
+        PROTOCOL "$PROTOCOL" \
+        DATASET.NUM_SHOTS "$SHOTS" \
+        "${OVERRIDES[@]}" \
+        "${EXTRA_OPTS[@]}"
+}
+
+# parse_protocol_args "$@" for a whole-protocol script: TRAINER, CONFIG (empty: each run's default), EXTRA_OPTS,
+# SEED_LIST and DATASET_LIST (from SEEDS and DATASETS, default given as $1 of the caller's choice).
+parse_protocol_args() {
+    local default_datasets=$1; shift
+    local positional=()
+    EXTRA_OPTS=()
+    while [ $# -gt 0 ]; do
+        if [ "$1" = "--" ]; then shift; EXTRA_OPTS=("$@"); break; fi
+        positional+=("$1"); shift
+    done
+    if [ ${#positional[@]} -gt 2 ]; then
+        echo "usage: $0 [TRAINER] [CONFIG] [-- KEY VALUE ...]  (environment: DATA, OUTPUT, DATASETS, SEEDS, SHOTS)" >&2
+        exit 2
+    fi
+    TRAINER=${positional[0]:-${TRAINER:-$DEFAULT_TRAINER}}
+    CONFIG=${positional[1]:-${CONFIG:-}}
+    SEED_LIST=${SEEDS:-$DEFAULT_SEEDS}
+    DATASET_LIST=${DATASETS:-$default_datasets}
+    local dataset
+    for dataset in $DATASET_LIST; do check_dataset "$dataset"; done
+    OUTPUT=${OUTPUT:-output}
+    export TRAINER CONFIG OUTPUT
+    FAILED=()
+}
+
+# run_step SCRIPT ARG ...: one run of a whole protocol (SCRIPT's own arguments, e.g. DATASET SEED); a failure is
+# remembered and the protocol goes on.
+run_step() {
+    local script=$1; shift
+    local setting="${SHOTS:+SHOTS=$SHOTS }TRAINER=$TRAINER${CONFIG:+ CONFIG=$CONFIG}"
+    echo "=== $setting bash scripts/$script $*"
+    if ! bash "scripts/$script" "$@" -- "${EXTRA_OPTS[@]}"; then
+        FAILED+=("$setting bash scripts/$script $*")
+        return 1
+    fi
+}
+
+# report_failures: the protocol's last word; non-zero when any run failed.
+report_failures() {
+    if [ ${#FAILED[@]} -gt 0 ]; then
+        echo "${#FAILED[@]} run(s) failed (the others finished or were already done):" >&2
+        printf '  %s\n' "${FAILED[@]}" >&2
+        exit 1
+    fi
+    echo "All runs finished. Tables: python3 scripts/tables.py $OUTPUT"
 }

@@ -104,3 +104,25 @@ def pets_setup(tmp_path, classes=PET_CLASSES, per_split=(6, 2, 4)):
     make_split_dataset(str(root), classes=classes, per_split=per_split)
     clip_file = save_tiny_clip(str(tmp_path / "tiny_clip.pt"))
     return root, clip_file
+
+
+def make_folder_dataset(folder, splits, classes, per_split, seed=0):
+    """A folder-per-class layout like ImageNet's: ``folder/<split>/<wnid>/*.jpg`` for each split path in ``splits``,
+    and ``classnames.txt`` (``<wnid> <class name>`` lines) in ``folder``'s parent. ``classes``: ``{wnid: name}``."""
+    rng = np.random.default_rng(seed)
+    for split, count in zip(splits, per_split):
+        for label, wnid in enumerate(classes):
+            for i in range(count):
+                write_image(os.path.join(folder, split, wnid, f"{wnid}_{i}.jpg"), label, len(classes), rng)
+    with open(os.path.join(os.path.dirname(folder), "classnames.txt"), "w") as handle:
+        handle.writelines(f"{wnid} {name}\n" for wnid, name in classes.items())
+
+
+IMAGENET_CLASSES = {"n01440764": "tench", "n01443537": "goldfish", "n01484850": "great white shark",
+                    "n01491361": "tiger shark"}
+
+
+def imagenet_setup(root, classes=IMAGENET_CLASSES, per_split=(3, 2)):
+    """ImageNet's layout (``imagenet/images/{train,val}/<wnid>/``, ``imagenet/classnames.txt``) under ``root``."""
+    make_folder_dataset(os.path.join(root, "imagenet", "images"), ("train", "val"), classes, per_split)
+    return os.path.join(root, "imagenet")

@@ -280,6 +280,7 @@ class PromptTrainer(TrainerX):
             "dataset": cfg.DATASET.NAME,
             "trainer": cfg.TRAINER.NAME,
             "config": cfg.CONFIG_NAME,
+            "protocol": cfg.PROTOCOL,
             "backbone": cfg.MODEL.BACKBONE.NAME,
             "seed": cfg.SEED,
             "subsample": cfg.DATASET.SUBSAMPLE_CLASSES,

@@ -36,6 +36,9 @@ def add_project_keys(cfg):
     cfg.MODEL.BACKBONE.CACHE_DIR = "~/.cache/clip"
     # The trainer config file's name (e.g. "vit_b16_ctxv1"), set by train.py for the results record.
     cfg.CONFIG_NAME = ""
+    # The evaluation protocol a protocol script ran this under (base2new, xd, fewshot; empty for a hand-made run),
+    # copied into the results record so that the tables tool needs no folder names.
+    cfg.PROTOCOL = ""
     # Stop with a clear error when the loss becomes NaN or infinite.
     cfg.TRAIN.STOP_ON_NAN = True
     # A checkpoint every epoch (Dassl's default is the last epoch only), so a stopped run resumes where it was;

@@ -3,12 +3,13 @@ import datetime
 import json
 import os
 
-from .fileio import atomic_write_json
+from .fileio import atomic_open, atomic_write_json
 
 RECORD_NAME = "results.json"
+SUMMARY_NAME = "summary.txt"
 
 RECORD_FIELDS = (
-    "dataset", "trainer", "config", "backbone", "seed", "subsample", "shots", "split", "epoch",
+    "dataset", "trainer", "config", "protocol", "backbone", "seed", "subsample", "shots", "split", "epoch",
     "num_classes", "num_images", "accuracy", "macro_f1", "error_rate", "train_time_s", "eval_time_s",
     "eval_only", "model_dir", "output_dir", "created", "config_sha256", "versions",
 )
@@ -44,7 +45,8 @@ def library_versions():
 
 
 def write_record(output_dir, record):
-    """Write ``results.json``; an earlier record of the same folder is kept under a dated name, never lost."""
+    """Write ``results.json`` and its readable twin ``summary.txt``; an earlier record of the same folder is kept
+    under a dated name, never lost."""
     missing = [field for field in RECORD_FIELDS if field not in record]
     if missing:
         raise ValueError(f"results record lacks {', '.join(missing)}")
@@ -58,7 +60,47 @@ def write_record(output_dir, record):
         stamp = previous.replace(":", "").replace("-", "") or datetime.datetime.now().strftime("%Y%m%dT%H%M%S")
         os.replace(path, os.path.join(output_dir, f"results-{stamp}.json"))
     atomic_write_json(path, record)
+    with atomic_open(os.path.join(output_dir, SUMMARY_NAME)) as handle:
+        handle.write(format_summary(record))
     return path
+
+
+CLASS_SUBSETS = {"all": "all of the dataset's classes", "base": "the base half of the classes",
+                 "new": "the new half of the classes"}
+
+
+def _seconds(value):
+    return "-" if value is None else f"{value:.1f} s"
+
+
+def format_summary(record):
+    """The record as a few lines a person reads: what ran, on which classes, with what result and in how long."""
+    if not record["eval_only"]:
+        model = f"trained in this run for {record['epoch']} epochs"
+    elif record["model_dir"]:
+        model = f"loaded from {record['model_dir']} (epoch {record['epoch']})"
+    else:
+        model = "as built, nothing loaded (zero-shot)"
+    shots = record["shots"]
+    subset = CLASS_SUBSETS.get(record["subsample"], record["subsample"])
+    lines = [
+        ("protocol", record["protocol"] or "(none: run by hand)"),
+        ("dataset", f"{record['dataset']}, {record['split']} split"),
+        ("classes", f"{record['num_classes']} ({subset})"),
+        ("images", str(record["num_images"])),
+        ("trainer", record["trainer"]),
+        ("config", f"{record['config'] or '(none)'} (backbone {record['backbone']})"),
+        ("seed", str(record["seed"])),
+        ("shots", f"{shots} per class" if shots >= 1 else "all training images"),
+        ("model", model),
+        ("accuracy", f"{record['accuracy']:.2f}%  (macro-F1 {record['macro_f1']:.2f}%, "
+                     f"error {record['error_rate']:.2f}%)"),
+        ("time", f"training {_seconds(record['train_time_s'])}, evaluation {_seconds(record['eval_time_s'])}"),
+        ("created", record["created"]),
+    ]
+    width = max(len(key) for key, _ in lines)
+    body = "".join(f"{key:<{width}}  {value}\n" for key, value in lines)
+    return f"Results of one evaluation ({RECORD_NAME} beside this file holds the same as data)\n{body}"
 
 
 def read_record(path):
