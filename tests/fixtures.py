@@ -104,3 +104,15 @@ def pets_setup(tmp_path, classes=PET_CLASSES, per_split=(6, 2, 4)):
     make_split_dataset(str(root), classes=classes, per_split=per_split)
     clip_file = save_tiny_clip(str(tmp_path / "tiny_clip.pt"))
     return root, clip_file
+
+
+def assert_gradients_close(actual, expected, rtol=1e-4, scale_tol=1e-5):
+    """Gradients ``{name: tensor}`` equal up to float noise: elementwise ``rtol``, plus an absolute tolerance
+    scaled by each tensor's largest entry (summation orders differ between equivalent computations)."""
+    import torch
+
+    assert set(actual) == set(expected), (sorted(actual), sorted(expected))
+    for name, value in expected.items():
+        tolerance = scale_tol * float(value.abs().max()) + 1e-12
+        torch.testing.assert_close(actual[name], value, rtol=rtol, atol=tolerance,
+                                   msg=lambda message, name=name: f"gradient of {name}: {message}")

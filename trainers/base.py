@@ -22,7 +22,7 @@ from dassl.metrics import compute_accuracy
 from dassl.optim import build_lr_scheduler, build_optimizer
 from tqdm import tqdm
 
-from .clip_loader import PRECISIONS, load_clip, resolve_precision, weights_dtype
+from .clip_loader import PRECISIONS, cast_frozen_weights, load_clip, resolve_precision, weights_dtype
 from .fileio import atomic_open, atomic_torch_save
 from .records import now, write_record
 from .schedule import WarmupScheduler
@@ -136,7 +136,7 @@ class PromptTrainer(TrainerX):
                 f"INPUT.SIZE is {tuple(cfg.INPUT.SIZE)} but this CLIP takes {resolution}x{resolution} images: "
                 f"set INPUT.SIZE ({resolution}, {resolution})."
             )
-        clip_model.to(weights_dtype(self.precision))
+        cast_frozen_weights(clip_model, weights_dtype(self.precision))
         self.model = self.build_prompt_model(clip_model, self.dm.dataset.classnames)
         self.model.to(self.device)
         learned = self.learned_parameters()
