@@ -26,8 +26,8 @@ def tiny_clip(seed=0, **overrides):
     return model
 
 
-def save_tiny_clip(path, seed=0):
-    torch.save(tiny_clip(seed).state_dict(), path)
+def save_tiny_clip(path, seed=0, **overrides):
+    torch.save(tiny_clip(seed, **overrides).state_dict(), path)
     return path
 
 

@@ -31,7 +31,8 @@ def context_init_vectors(token_embedding, ctx_init, n_ctx, ctx_dim, n_classes=No
                 "is initialised from the first N_CTX tokens of CTX_INIT. Lower N_CTX or give more words."
             )
         with torch.no_grad():
-            vectors = token_embedding(tokens)[0, 1 : 1 + n_ctx].float().cpu()
+            # clone: a view would keep (and save) the storage of all 77 token embeddings
+            vectors = token_embedding(tokens)[0, 1 : 1 + n_ctx].float().cpu().clone()
         if n_classes is not None:
             vectors = vectors.unsqueeze(0).repeat(n_classes, 1, 1)
         return vectors, words
