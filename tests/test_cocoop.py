@@ -131,19 +131,23 @@ def test_gradients_reach_only_the_learned_parameters():
                                    "meta_net.linear2.weight", "meta_net.linear2.bias"}
 
 
-def test_bf16_weights_keep_learned_parameters_in_fp32_and_close_logits():
+@pytest.mark.parametrize("precision", ["bf16", "fp16", "amp"])
+def test_low_precision_keeps_learned_parameters_in_fp32_and_logits_close_to_fp32(precision):
+    """bf16 / fp16 frozen weights, or fp32 weights under fp16 autocast (amp), on the CPU."""
     model = build()
-    low = CoCoOpCLIP(cast_frozen_weights(tiny_clip(0), torch.bfloat16), NAMES, n_ctx=4, ctx_init="a photo of a")
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "amp": torch.float32}[precision]
+    low = CoCoOpCLIP(cast_frozen_weights(tiny_clip(0), dtype), NAMES, n_ctx=4, ctx_init="a photo of a")
     low.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("clip.")}, strict=False)
     assert all(p.dtype == torch.float32 for p in learned(low).values())
     batch, labels = images(2), torch.tensor([0, 2])
     with torch.no_grad():
         reference = model(batch)
-    loss, logits, _ = low.training_loss(batch, labels)
+    with torch.autocast("cpu", dtype=torch.float16, enabled=precision == "amp"):
+        loss, logits, _ = low.training_loss(batch, labels)
     loss.backward()
-    assert logits.dtype == torch.float32
+    assert torch.isfinite(loss)
     assert all(p.grad.dtype == torch.float32 and torch.isfinite(p.grad).all() for p in learned(low).values())
-    torch.testing.assert_close(logits.detach(), reference, rtol=0.05, atol=0.2)
+    torch.testing.assert_close(logits.detach().float(), reference, rtol=0.05, atol=0.2)
 
 
 def test_bad_sequence_budget_is_refused():

@@ -208,21 +208,27 @@ def test_gradients_reach_only_the_learned_parameters():
             assert name.startswith("clip.") and p.grad is None, name
 
 
-def test_bf16_keeps_learned_parameters_in_fp32_and_logits_close_to_fp32():
+@pytest.mark.parametrize("precision", ["bf16", "fp16", "amp"])
+def test_low_precision_keeps_learned_parameters_in_fp32_and_logits_close_to_fp32(precision):
+    """The trainer's precisions on the CPU: frozen weights cast to bf16 / fp16, or fp32 weights under fp16
+    autocast (amp; the trainer autocasts on CUDA, the CPU autocast runs the same casts here)."""
     model = build(3)
-    low = MaPLeCLIP(cast_frozen_weights(tiny_clip(0, **DEEP), torch.bfloat16), NAMES, prompt_depth=3)
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "amp": torch.float32}[precision]
+    low = MaPLeCLIP(cast_frozen_weights(tiny_clip(0, **DEEP), dtype), NAMES, prompt_depth=3)
     low.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("clip.")}, strict=False)
-    assert low.clip.visual.conv1.weight.dtype == torch.bfloat16
+    assert low.clip.visual.conv1.weight.dtype == dtype
     assert low.clip.ln_final.weight.dtype == torch.float32  # LayerNorms stay fp32, as in CLIP's fp16 conversion
     assert all(p.dtype == torch.float32 for p in learned(low).values())
     batch, labels = images(2), torch.tensor([0, 2])
     with torch.no_grad():
         reference = model(batch)
-    loss, logits, _ = low.training_loss(batch, labels)
+    autocast = torch.autocast("cpu", dtype=torch.float16, enabled=precision == "amp")
+    with autocast:
+        loss, logits, _ = low.training_loss(batch, labels)
     loss.backward()
-    assert logits.dtype == torch.float32
+    assert torch.isfinite(loss)
     assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in learned(low).values())
-    torch.testing.assert_close(logits.detach(), reference, rtol=0.05, atol=0.2)
+    torch.testing.assert_close(logits.detach().float(), reference, rtol=0.05, atol=0.2)
 
 
 def test_other_vit_widths():
