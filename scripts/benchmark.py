@@ -171,7 +171,7 @@ def main(argv=None):
     from tabulate import tabulate
 
     print(tabulate(
-        [[r["trainer"], r["mode"], f"{r['step_s'] * 1000:.1f}", f"{r['eval_images_per_s']:.1f}",
+        [[r["trainer"], r["mode"], f"{r['step_s'] * 1000:.1f}", f"{r['eval_images_per_s']:.3g}",
           f"{r['checkpoint_bytes'] / 1024:.1f}"] for r in rows],
         headers=["trainer", "mode", "step ms", "eval img/s", "checkpoint KiB"],
     ))
