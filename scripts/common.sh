@@ -30,6 +30,14 @@ default_config() {
             else echo vit_b16_ctxv1; fi ;;
         ZeroshotCLIP|ZeroshotCLIP2)
             echo vit_b16 ;;
+        CoCoOp)
+            # The official config for base-to-new and cross-dataset alike.
+            echo vit_b16_c4_ep10_batch1_ctxv1 ;;
+        MaPLe)
+            case "$protocol" in
+                xd|dg) echo vit_b16_c2_ep5_batch4_2ctx_cross_datasets ;;
+                *) echo vit_b16_c2_ep5_batch4_2ctx ;;
+            esac ;;
         *)
             echo "error: no default config for trainer $trainer; give CONFIG as an argument or in the environment" >&2
             return 1 ;;

@@ -26,8 +26,8 @@ def tiny_clip(seed=0, **overrides):
     return model
 
 
-def save_tiny_clip(path, seed=0):
-    torch.save(tiny_clip(seed).state_dict(), path)
+def save_tiny_clip(path, seed=0, **overrides):
+    torch.save(tiny_clip(seed, **overrides).state_dict(), path)
     return path
 
 
@@ -126,3 +126,15 @@ def imagenet_setup(root, classes=IMAGENET_CLASSES, per_split=(3, 2)):
     """ImageNet's layout (``imagenet/images/{train,val}/<wnid>/``, ``imagenet/classnames.txt``) under ``root``."""
     make_folder_dataset(os.path.join(root, "imagenet", "images"), ("train", "val"), classes, per_split)
     return os.path.join(root, "imagenet")
+
+
+def assert_gradients_close(actual, expected, rtol=1e-4, scale_tol=1e-5):
+    """Gradients ``{name: tensor}`` equal up to float noise: elementwise ``rtol``, plus an absolute tolerance
+    scaled by each tensor's largest entry (summation orders differ between equivalent computations)."""
+    import torch
+
+    assert set(actual) == set(expected), (sorted(actual), sorted(expected))
+    for name, value in expected.items():
+        tolerance = scale_tol * float(value.abs().max()) + 1e-12
+        torch.testing.assert_close(actual[name], value, rtol=rtol, atol=tolerance,
+                                   msg=lambda message, name=name: f"gradient of {name}: {message}")

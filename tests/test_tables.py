@@ -33,7 +33,8 @@ def write(root, folder, dataset, trainer, seed, accuracy, subsample="all", shots
         dataset=dataset, trainer=trainer, config=config, protocol=protocol, backbone="ViT-B/16", seed=seed,
         subsample=subsample, shots=shots, split="test", epoch=2, num_classes=3, num_images=12, accuracy=accuracy,
         macro_f1=accuracy - 1, error_rate=100 - accuracy, train_time_s=10.0, eval_time_s=1.0, eval_only=False,
-        model_dir="", output_dir=str(root / folder), created="2026-01-01T00:00:00",
+        model_dir="", output_dir=str(root / folder), created="2026-01-01T00:00:00", config_sha256="0" * 64,
+        versions={"torch": "2.14.1"},
     )
     record.update(extra)
     os.makedirs(root / folder, exist_ok=True)

@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from datasets.images import ImageReadError, read_rgb  # noqa: F401  (ImageReadError: re-exported)
 
-from .clip_loader import PRECISIONS, load_clip, resolve_precision, weights_dtype
+from .clip_loader import PRECISIONS, cast_frozen_weights, load_clip, resolve_precision, weights_dtype
 from .fileio import atomic_open, atomic_torch_save
 from .config import config_fingerprint
 from .records import library_versions, now, write_record
@@ -174,7 +174,7 @@ class PromptTrainer(TrainerX):
                 f"INPUT.SIZE is {tuple(cfg.INPUT.SIZE)} but this CLIP takes {resolution}x{resolution} images: "
                 f"set INPUT.SIZE ({resolution}, {resolution})."
             )
-        clip_model.to(weights_dtype(self.precision))
+        cast_frozen_weights(clip_model, weights_dtype(self.precision))
         self.model = self.build_prompt_model(clip_model, self.dm.dataset.classnames)
         self.model.to(self.device)
         learned = self.learned_parameters()

@@ -123,6 +123,16 @@ def resolve_precision(prec, device):
     return prec
 
 
+def cast_frozen_weights(clip_model, dtype):
+    """CLIP with its weights in ``dtype``, except the LayerNorms, which stay fp32 as in CLIP's own fp16 conversion:
+    CLIP's ``LayerNorm`` normalises in fp32, and fp32 inputs with fp16 / bf16 parameters fail on every device."""
+    clip_model.to(dtype)
+    for module in clip_model.modules():
+        if isinstance(module, torch.nn.LayerNorm):
+            module.float()
+    return clip_model
+
+
 def weights_dtype(prec):
     """The dtype the frozen CLIP weights are stored in for a precision (amp keeps fp32 and autocasts)."""
     return {"fp16": torch.float16, "bf16": torch.bfloat16}.get(prec, torch.float32)

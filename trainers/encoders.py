@@ -126,6 +126,40 @@ def encode_images(clip_model, images):
     return visual(images.to(visual.conv1.weight.dtype))
 
 
+def require_vit(visual):
+    """The width of a ViT image encoder; a clear error for the ResNet ones, which have no tokens to prompt."""
+    if not hasattr(visual, "transformer") or not hasattr(visual, "class_embedding"):
+        raise ValueError(
+            f"Visual prompts need a ViT image encoder; this CLIP's is {type(visual).__name__}. "
+            "Choose a ViT backbone (e.g. MODEL.BACKBONE.NAME ViT-B/16)."
+        )
+    return visual.conv1.out_channels
+
+
+def encode_prompted_images(visual, images, prompts=None, layer_hook=None):
+    """CLIP's ``VisionTransformer`` with prompt tokens appended after the patch tokens (any ViT width).
+
+    ``prompts`` (``[n, width]``, shared by the images) are appended after the class and patch tokens, once the
+    positional embedding is added and before ``ln_pre``, so the sequence is ``[CLS] patches prompts``.
+    ``layer_hook(i, x)``, when given, may replace tokens of the sequence-first activations ``x`` (``[L, B, width]``)
+    before block ``i`` runs (deep prompts). Without prompts and hook this is exactly ``visual(images)``.
+    """
+    require_vit(visual)
+    x = visual.conv1(images.to(visual.conv1.weight.dtype))
+    x = x.flatten(2).permute(0, 2, 1)
+    cls = visual.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
+    x = torch.cat([cls, x], dim=1) + visual.positional_embedding.to(x.dtype)
+    if prompts is not None:
+        x = torch.cat([x, prompts.to(x.dtype).expand(x.shape[0], -1, -1)], dim=1)
+    x = visual.ln_pre(x).permute(1, 0, 2)
+    for i, block in enumerate(visual.transformer.resblocks):
+        if layer_hook is not None:
+            x = layer_hook(i, x)
+        x = run_block(block, x)
+    x = visual.ln_post(x[0])
+    return x @ visual.proj if visual.proj is not None else x
+
+
 class PromptedCLIP(nn.Module):
     """Frozen CLIP plus the learnable parts a trainer adds (its other submodules).
 

@@ -12,14 +12,27 @@ from .encoders import clean_classnames, eot_positions, name_token_counts, tokeni
 POSITIONS = ("end", "middle", "front")
 
 
-def context_init_vectors(token_embedding, ctx_init, n_ctx, ctx_dim, n_classes=None):
-    """Initial context: the embeddings of ``ctx_init``'s words, or N(0, 0.02) noise (CoOp's rule)."""
+def context_init_vectors(token_embedding, ctx_init, n_ctx, ctx_dim, n_classes=None, n_ctx_from_init=True):
+    """Initial context: the embeddings of ``ctx_init``'s words, or N(0, 0.02) noise (CoOp's rule).
+
+    With ``n_ctx_from_init`` (CoOp, CoCoOp) the words set the number of context tokens. Without it (MaPLe) the
+    context is the first ``n_ctx`` tokens of the words, and the prompt text keeps all of them, so the remaining
+    words stay in the prompt as fixed tokens ("a photo of a" with 2 tokens: learned "a photo", fixed "of a").
+    """
     if ctx_init:
         words = ctx_init.replace("_", " ")
         tokens = tokenize(words).to(token_embedding.weight.device)
-        n_ctx = int(eot_positions(tokens)[0]) - 1
+        available = int(eot_positions(tokens)[0]) - 1
+        if n_ctx_from_init:
+            n_ctx = available
+        elif not 1 <= n_ctx <= available:
+            raise ValueError(
+                f"N_CTX {n_ctx} must be between 1 and the {available} tokens of CTX_INIT {ctx_init!r}: the context "
+                "is initialised from the first N_CTX tokens of CTX_INIT. Lower N_CTX or give more words."
+            )
         with torch.no_grad():
-            vectors = token_embedding(tokens)[0, 1 : 1 + n_ctx].float().cpu()
+            # clone: a view would keep (and save) the storage of all 77 token embeddings
+            vectors = token_embedding(tokens)[0, 1 : 1 + n_ctx].float().cpu().clone()
         if n_classes is not None:
             vectors = vectors.unsqueeze(0).repeat(n_classes, 1, 1)
         return vectors, words
@@ -55,14 +68,15 @@ class ContextPrompts(nn.Module):
     Prompts are stored only up to the longest EOT position (+1): the causal text encoder never looks further.
     """
 
-    def __init__(self, clip_model, classnames, n_ctx=16, ctx_init="", csc=False, position="end"):
+    def __init__(self, clip_model, classnames, n_ctx=16, ctx_init="", csc=False, position="end",
+                 n_ctx_from_init=True):
         super().__init__()
         if position not in POSITIONS:
             raise ValueError(f"CLASS_TOKEN_POSITION must be one of {', '.join(POSITIONS)}; got {position!r}")
         self.token_embedding = [clip_model.token_embedding]  # a list: frozen CLIP is not a child of this module
         ctx_dim = clip_model.ln_final.weight.shape[0]
         vectors, self.prompt_prefix = context_init_vectors(
-            clip_model.token_embedding, ctx_init, n_ctx, ctx_dim, len(classnames) if csc else None
+            clip_model.token_embedding, ctx_init, n_ctx, ctx_dim, len(classnames) if csc else None, n_ctx_from_init
         )
         self.ctx = nn.Parameter(vectors)
         self.n_ctx = vectors.shape[-2]
