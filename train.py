@@ -76,7 +76,8 @@ def check_registered(name, registry, what, flag):
     if not name:
         raise ConfigError(f"No {what} given: pass {flag}.")
     if name not in available:
-        close = difflib.get_close_matches(name, available, n=3, cutoff=0.4)
+        same_letters = [option for option in available if option.lower() == name.lower()]
+        close = same_letters or difflib.get_close_matches(name, available, n=3, cutoff=0.4)
         hint = f" Did you mean {' or '.join(close)}?" if close else ""
         raise ConfigError(f"Unknown {what} {name!r}.{hint} Available: {', '.join(available)}.")
 
