@@ -3,7 +3,7 @@
 # Environment: DATA (datasets folder, default ./data), OUTPUT (default ./output), SHOTS (default 16),
 # TRAINER and CONFIG (used when not given as arguments).
 
-DEFAULT_TRAINER=CoOp
+DEFAULT_TRAINER=DualMIPrompt
 
 # default_config TRAINER DATASET PROTOCOL -> the config file name (without .yaml) used when none is given.
 default_config() {
@@ -13,6 +13,11 @@ default_config() {
             if [ "$dataset" = imagenet ]; then echo vit_b16_ep50_ctxv1; else echo vit_b16_ctxv1; fi ;;
         ZeroshotCLIP|ZeroshotCLIP2)
             echo vit_b16 ;;
+        DualMIPrompt)
+            # Cross-dataset (xd) and domain generalisation (dg) share one ImageNet-trained model.
+            if [ "$protocol" = xd ] || [ "$protocol" = dg ]; then echo vit_b16_c4_ep50_batch32_ctxv1_cross_datasets
+            elif [ "$dataset" = imagenet ]; then echo vit_b16_c4_ep50_batch32_ctxv1
+            else echo vit_b16_c4_ep200_batch32_ctxv1; fi ;;
         *)
             echo "error: no default config for trainer $trainer; give CONFIG as 4th argument" >&2
             return 1 ;;

@@ -15,4 +15,4 @@ if importlib.util.find_spec("dassl") is not None:
 
     logging.disable(logging.NOTSET)
 
-    from . import coop, zsclip  # noqa: F401,E402
+    from . import coop, dualmiprompt, zsclip  # noqa: F401,E402
