@@ -37,9 +37,11 @@ def tensorboard_tags(folder):
 def test_base_to_new_scripts(tmp_path, config):
     root, clip_file = pets_setup(tmp_path)
     env = {"DATA": str(root), "OUTPUT": str(tmp_path / "output"), "SHOTS": "4"}
+    if config:  # an ablation row, named the way the ablation loop names it (here through the environment)
+        env.update(TRAINER="DualMIPrompt", CONFIG=config)
+    # Otherwise nothing is named: DualMIPrompt is the scripts' default trainer, with its default config.
     overrides = tiny_overrides(clip_file)
-    # No trainer given: DualMIPrompt is the scripts' default, with its default config unless one is named.
-    args = ["oxford_pets", 1] + (["DualMIPrompt", config] if config else [])
+    args = ["oxford_pets", 1]
     run_script("base2new_train.sh", args, overrides, env=env)
     run_script("base2new_test.sh", args, overrides, env=env)
 
@@ -103,5 +105,7 @@ def test_eval_only_on_new_classes_recomputes_both_views(tmp_path):
     hand_only = evaluate("DualMIPrompt", "vit_b16_c4_ep200_batch32_ctxv1", "beta1",
                          ["TRAINER.DUALMIPROMPT.INFER_BETA", "1.0"])
     assert hand_only["num_classes"] == zero_shot["num_classes"] == 3
+    log = "".join(path.read_text() for path in sorted((tmp_path / "beta1").glob("log.txt*")))
+    assert log.count("Hand-crafted features computed for 3 classes") == 1  # at build, for the new classes
     assert hand_only["accuracy"] == zero_shot["accuracy"]
     assert hand_only["macro_f1"] == zero_shot["macro_f1"]

@@ -19,8 +19,8 @@ from dassl.data import DataManager
 from dassl.data.data_manager import DatasetWrapper
 from dassl.engine import TrainerX
 from dassl.metrics import compute_accuracy
-from dassl.utils import MetricMeter
 from dassl.optim import build_lr_scheduler, build_optimizer
+from dassl.utils import MetricMeter
 from tqdm import tqdm
 
 from .clip_loader import PRECISIONS, load_clip, resolve_precision, weights_dtype

@@ -40,3 +40,10 @@ class DualMIPrompt(PromptTrainer):
         print(f"Hand-crafted templates ({len(templates)}): {' | '.join(templates)}")
         print(f"MI terms: {', '.join(active) or 'none (CoOp)'}; inference beta {options.infer_beta}")
         return model
+
+    def build_model(self):
+        super().build_model()
+        if self.model.uses_hand_crafted_view:
+            # Once per class set, on the training device, before the first step: never inside a training step.
+            features = self.model.hand_crafted_features()
+            print(f"Hand-crafted features computed for {features.shape[0]} classes")

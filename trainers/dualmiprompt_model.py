@@ -11,7 +11,6 @@ A weight at 0 removes its term and its critic, so ``W_TEXT_MI = W_VIS_MI = 0`` i
 """
 from dataclasses import dataclass, fields
 
-import torch
 import torch.nn.functional as F
 
 from .encoders import PromptedCLIP, TemplateFeatureCache
@@ -127,7 +126,12 @@ class DualMIPromptCLIP(PromptedCLIP):
         features = self.encode_prompts(learner(), learner.eot_index, learner)
         return F.normalize(features.float(), dim=-1)
 
+    @property
+    def uses_hand_crafted_view(self):
+        return self.text_critic is not None or self.options.infer_beta > 0
+
     def hand_crafted_features(self):
+        """``[C, D]`` for the current class set: computed on its first use, then taken from the cache."""
         features = self.cache.get(self.clip, self.text_encoder, self.classnames, self.templates)
         device = self.clip.token_embedding.weight.device
         return features if features.device == device else features.to(device)
