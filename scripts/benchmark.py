@@ -8,6 +8,7 @@ once with our code and once in the model's ``reference_mode`` (full 77-token pro
 for every test batch, and whatever per-image loop the official code has), and prints our/reference ratios.
 
     python3 scripts/benchmark.py --trainers CoOp --backbone ViT-B/16 --classes 100 --batch 32
+    python3 scripts/benchmark.py --trainers CoOp DualMIPrompt   # also prints "DualMIPrompt/CoOp step = ..."
     python3 scripts/benchmark.py --quick      # tiny CLIP, a few steps (what the test suite runs)
 """
 import argparse
@@ -57,11 +58,19 @@ def build_maple(clip_model, classnames):
     return MaPLeCLIP(clip_model, classnames, n_ctx=2, ctx_init="a photo of a", prompt_depth=depth)
 
 
+def build_dualmiprompt(clip_model, classnames):
+    from trainers.dualmiprompt_model import DualMIOptions, DualMIPromptCLIP
+    from trainers.templates import DEFAULT_TEMPLATE
+
+    return DualMIPromptCLIP(clip_model, classnames, (DEFAULT_TEMPLATE,), DualMIOptions())
+
+
 # Trainer name -> function building its model from (frozen CLIP, class names) with its default settings.
 CASES = {
     "CoOp": build_coop,
     "CoCoOp": build_cocoop,
     "MaPLe": build_maple,
+    "DualMIPrompt": build_dualmiprompt,
 }
 
 
@@ -76,21 +85,26 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def time_steps(model, images, labels, steps, warmup, device):
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(params, lr=1e-3, momentum=0.9)
-    times = []
+def time_steps(models, images, labels, steps, warmup, device):
+    """Median training-step time of each model in ``models`` (name -> model). The models take turns, one step
+    each, so that a change of machine load during the run weighs on all of them alike."""
+    optimizers = {
+        name: torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-3, momentum=0.9)
+        for name, model in models.items()
+    }
+    times = {name: [] for name in models}
     for i in range(warmup + steps):
-        sync(device)
-        start = time.perf_counter()
-        optimizer.zero_grad()
-        loss, _, _ = model.training_loss(images, labels)
-        loss.backward()
-        optimizer.step()
-        sync(device)
-        if i >= warmup:
-            times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for name, model in models.items():
+            sync(device)
+            start = time.perf_counter()
+            optimizers[name].zero_grad()
+            loss, _, _ = model.training_loss(images, labels)
+            loss.backward()
+            optimizers[name].step()
+            sync(device)
+            if i >= warmup:
+                times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 @torch.no_grad()
@@ -111,7 +125,7 @@ def time_evaluation(model, images, batch, device):
     return len(images) / (time.perf_counter() - start)
 
 
-def measure(trainer, args, device):
+def measure(trainers, args, device):
     clip_model = random_clip(args.backbone).to(device)
     resolution = clip_model.visual.input_resolution
     generator = torch.Generator().manual_seed(0)
@@ -120,20 +134,23 @@ def measure(trainer, args, device):
     eval_images = torch.randn(args.eval_images, 3, resolution, resolution, generator=generator).to(device)
     rows = []
     for reference in (False, True):
-        model = CASES[trainer](clip_model, class_names(args.classes)).to(device)
-        model.reference_mode = reference
-        model.train()
-        step = time_steps(model, images, labels, args.steps, args.warmup, device)
-        model.eval()
-        model_eval = CASES[trainer](clip_model, class_names(args.eval_classes)).to(device)
-        model_eval.reference_mode = reference
-        throughput = time_evaluation(model_eval.eval(), eval_images, args.eval_batch, device)
-        rows.append({
-            "trainer": trainer, "mode": "reference" if reference else "ours", "backbone": args.backbone,
-            "device": device.type, "classes": args.classes, "batch": args.batch, "step_s": step,
-            "eval_classes": args.eval_classes, "eval_images": args.eval_images, "eval_images_per_s": throughput,
-            "checkpoint_bytes": learned_bytes(model),
-        })
+        models = {}
+        for trainer in trainers:
+            model = CASES[trainer](clip_model, class_names(args.classes)).to(device)
+            model.reference_mode = reference
+            models[trainer] = model.train()
+        step_times = time_steps(models, images, labels, args.steps, args.warmup, device)
+        for trainer, model in models.items():
+            model.eval()
+            model_eval = CASES[trainer](clip_model, class_names(args.eval_classes)).to(device)
+            model_eval.reference_mode = reference
+            throughput = time_evaluation(model_eval.eval(), eval_images, args.eval_batch, device)
+            rows.append({
+                "trainer": trainer, "mode": "reference" if reference else "ours", "backbone": args.backbone,
+                "device": device.type, "classes": args.classes, "batch": args.batch, "step_s": step_times[trainer],
+                "eval_classes": args.eval_classes, "eval_images": args.eval_images,
+                "eval_images_per_s": throughput, "checkpoint_bytes": learned_bytes(model),
+            })
     return rows
 
 
@@ -149,6 +166,8 @@ def main(argv=None):
     parser.add_argument("--eval-classes", type=int, default=100)
     parser.add_argument("--eval-batch", type=int, default=100)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--relative-to", default="CoOp",
+                        help="also print each trainer's step time relative to this trainer's (when both run)")
     parser.add_argument("--json", default="", help="write the rows and ratios to this JSON file")
     parser.add_argument("--quick", action="store_true", help="tiny CLIP, 2 steps: a smoke run")
     args = parser.parse_args(argv)
@@ -158,15 +177,27 @@ def main(argv=None):
     device = torch.device(args.device)
     torch.manual_seed(0)
 
-    rows, ratios = [], []
+    rows = measure(args.trainers, args, device)
+    by_key = {(row["trainer"], row["mode"]): row for row in rows}
+    ratios = []
     for trainer in args.trainers:
-        ours, reference = measure(trainer, args, device)
-        rows += [ours, reference]
+        ours, reference = by_key[trainer, "ours"], by_key[trainer, "reference"]
         ratios.append({
             "trainer": trainer,
             "step_time_ratio": ours["step_s"] / reference["step_s"],
             "eval_speedup": ours["eval_images_per_s"] / reference["eval_images_per_s"],
         })
+    # Each trainer's step against the baseline trainer's, both our code, timed in turns in this run.
+    relative = []
+    if args.relative_to in args.trainers:
+        base = by_key[args.relative_to, "ours"]
+        for trainer in args.trainers:
+            if trainer != args.relative_to:
+                ours = by_key[trainer, "ours"]
+                relative.append({
+                    "trainer": trainer, "baseline": args.relative_to, "step_s": ours["step_s"],
+                    "baseline_step_s": base["step_s"], "step_ratio": ours["step_s"] / base["step_s"],
+                })
 
     from tabulate import tabulate
 
@@ -178,7 +209,11 @@ def main(argv=None):
     for ratio in ratios:
         print(f"{ratio['trainer']}: step time ours/reference = {ratio['step_time_ratio']:.2f}x, "
               f"evaluation throughput ours/reference = {ratio['eval_speedup']:.2f}x")
-    result = {"settings": vars(args), "rows": rows, "ratios": ratios}
+    for entry in relative:
+        print(f"{entry['trainer']}/{entry['baseline']} step = {entry['step_ratio']:.3f}x "
+              f"({entry['trainer']} {entry['step_s'] * 1000:.1f} ms, {entry['baseline']} "
+              f"{entry['baseline_step_s'] * 1000:.1f} ms)")
+    result = {"settings": vars(args), "rows": rows, "ratios": ratios, "relative": relative}
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(result, handle, indent=2)

@@ -5,7 +5,7 @@
 # TRAINER and CONFIG (used when not given as arguments); whole-protocol scripts also read DATASETS and SEEDS.
 # PROTOCOL (set by each script) is one of base2new, xd (cross-dataset and domain generalisation), fewshot.
 
-DEFAULT_TRAINER=CoOp
+DEFAULT_TRAINER=DualMIPrompt
 DEFAULT_SEEDS="1 2 3"
 # The 11 datasets of the base-to-new and few-shot benchmarks, in the papers' order.
 BENCHMARK_DATASETS="imagenet caltech101 oxford_pets stanford_cars oxford_flowers food101 fgvc_aircraft sun397 dtd eurosat ucf101"
@@ -38,6 +38,11 @@ default_config() {
                 xd|dg) echo vit_b16_c2_ep5_batch4_2ctx_cross_datasets ;;
                 *) echo vit_b16_c2_ep5_batch4_2ctx ;;
             esac ;;
+        DualMIPrompt)
+            # Cross-dataset (xd) and domain generalisation (dg) share one ImageNet-trained model.
+            if [ "$protocol" = xd ] || [ "$protocol" = dg ]; then echo vit_b16_c4_ep50_batch32_ctxv1_cross_datasets
+            elif [ "$dataset" = imagenet ]; then echo vit_b16_c4_ep50_batch32_ctxv1
+            else echo vit_b16_c4_ep200_batch32_ctxv1; fi ;;
         *)
             echo "error: no default config for trainer $trainer; give CONFIG as an argument or in the environment" >&2
             return 1 ;;

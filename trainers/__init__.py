@@ -21,4 +21,4 @@ if importlib.util.find_spec("dassl") is not None:
             del sys.modules["outdated"]
     logging.disable(logging.NOTSET)
 
-    from . import cocoop, coop, maple, zsclip  # noqa: F401,E402
+    from . import cocoop, coop, dualmiprompt, maple, zsclip  # noqa: F401,E402

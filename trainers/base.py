@@ -22,6 +22,7 @@ from dassl.data.data_manager import DatasetWrapper
 from dassl.engine import TrainerX
 from dassl.metrics import compute_accuracy
 from dassl.optim import build_lr_scheduler, build_optimizer
+from dassl.utils import MetricMeter
 from tqdm import tqdm
 
 from datasets.images import ImageReadError, read_rgb  # noqa: F401  (ImageReadError: re-exported)
@@ -206,6 +207,8 @@ class PromptTrainer(TrainerX):
         self.optimize(loss)
         summary = {"loss": loss.item(), "acc": compute_accuracy(logits, labels)[0].item()}
         summary.update({key: float(value) for key, value in extra.items()})
+        if getattr(self, "epoch_meter", None) is not None:
+            self.epoch_meter.update(summary)
         return summary
 
     def parse_batch_train(self, batch):
@@ -234,8 +237,19 @@ class PromptTrainer(TrainerX):
             self.optim.step()
 
     def run_epoch(self):
+        self.epoch_meter = MetricMeter()
         super().run_epoch()
+        self.log_epoch_averages()
         self.update_lr()
+
+    def log_epoch_averages(self):
+        """One line and one tensorboard scalar (``epoch/<name>``) per logged quantity, averaged over the epoch:
+        Dassl prints only every PRINT_FREQ batches and its ``train/<name>`` curves are per batch."""
+        meters = self.epoch_meter.meters
+        print(f"epoch [{self.epoch + 1}/{self.max_epoch}] averages: "
+              + " ".join(f"{name} {meter.avg:.4f}" for name, meter in meters.items()))
+        for name, meter in meters.items():
+            self.write_scalar(f"epoch/{name}", meter.avg, self.epoch + 1)
 
     def before_train(self):
         super().before_train()

@@ -1,0 +1,99 @@
+"""DualMIPrompt's config files: valid options, and one ablation config per row of DESIGN.md 2, each the base config
+with only that row's change."""
+import glob
+import os
+
+import pytest
+from yacs.config import CfgNode as CN
+
+from trainers.dualmiprompt_model import DualMIOptions
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FOLDER = os.path.join(ROOT, "configs/trainers/DualMIPrompt")
+BASE = "vit_b16_c4_ep200_batch32_ctxv1.yaml"
+KEY = "TRAINER.DUALMIPROMPT."
+
+# Each ablation row and what it changes in the base config (DESIGN.md 2: CE only; + text MI; + visual augmentation;
+# both; each estimator; each critic; each MIX_MODE; INFER_BETA in {0, 0.5}).
+ABLATION = {
+    "01_ce_only": {"W_TEXT_MI": 0.0, "W_VIS_MI": 0.0},
+    "02_text_mi": {"W_VIS_MI": 0.0},
+    "03_vis_aug": {"W_TEXT_MI": 0.0},
+    "04_both": {},
+    "05_estimator_jsd": {"ESTIMATOR": "jsd"},
+    "06_estimator_dv": {"ESTIMATOR": "dv"},
+    "07_critic_bilinear": {"CRITIC": "bilinear"},
+    "08_critic_mlp": {"CRITIC": "mlp"},
+    "09_mix_intra": {"MIX_MODE": "intra"},
+    "10_infer_beta05": {"INFER_BETA": 0.5},
+}
+
+
+def load(path):
+    with open(path) as handle:
+        return CN.load_cfg(handle)
+
+
+def flat(node, prefix=""):
+    out = {}
+    for key, value in node.items():
+        if isinstance(value, CN):
+            out.update(flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def options_of(cfg):
+    node = CN(DualMIOptions.defaults())
+    node.PREC = "fp16"
+    node.merge_from_other_cfg(cfg.TRAINER.DUALMIPROMPT)  # refuses unknown keys and wrong types
+    return DualMIOptions.from_node(node)
+
+
+def all_configs():
+    return sorted(glob.glob(os.path.join(FOLDER, "*.yaml")) + glob.glob(os.path.join(FOLDER, "ablation", "*.yaml")))
+
+
+@pytest.mark.parametrize("path", all_configs(), ids=os.path.basename)
+def test_every_config_holds_valid_options(path):
+    options = options_of(load(path))
+    assert options.n_ctx == 4 and options.ctx_init == "a photo of a" and not options.csc
+
+
+def test_ablation_rows_are_the_base_config_with_one_change():
+    base = flat(load(os.path.join(FOLDER, BASE)))
+    files = sorted(os.path.basename(p)[:-5] for p in glob.glob(os.path.join(FOLDER, "ablation", "*.yaml")))
+    assert files == sorted(ABLATION)
+    for name, change in ABLATION.items():
+        row = flat(load(os.path.join(FOLDER, "ablation", name + ".yaml")))
+        assert set(row) == set(base), name
+        differences = {key[len(KEY):]: row[key] for key in row if row[key] != base[key]}
+        assert differences == change, name
+
+
+def test_base_to_new_and_cross_dataset_configs():
+    base = flat(load(os.path.join(FOLDER, BASE)))
+    imagenet = flat(load(os.path.join(FOLDER, "vit_b16_c4_ep50_batch32_ctxv1.yaml")))
+    xd = flat(load(os.path.join(FOLDER, "vit_b16_c4_ep50_batch32_ctxv1_cross_datasets.yaml")))
+    # CoOp's base-to-new optimisation (KaiyangZhou/CoOp vit_b16_ctxv1 / vit_b16_ep50_ctxv1).
+    for cfg, epochs in ((base, 200), (imagenet, 50), (xd, 50)):
+        assert (cfg["OPTIM.NAME"], cfg["OPTIM.LR"], cfg["OPTIM.MAX_EPOCH"]) == ("sgd", 0.002, epochs)
+        assert cfg["DATALOADER.TRAIN_X.BATCH_SIZE"] == 32 and cfg["MODEL.BACKBONE.NAME"] == "ViT-B/16"
+        assert (cfg["OPTIM.WARMUP_EPOCH"], cfg["OPTIM.WARMUP_TYPE"], float(cfg["OPTIM.WARMUP_CONS_LR"])) == (
+            1, "constant", 1e-5)
+    assert {k: v for k, v in imagenet.items() if base[k] != v} == {"OPTIM.MAX_EPOCH": 50}
+    assert {k: v for k, v in xd.items() if base[k] != v} == {"OPTIM.MAX_EPOCH": 50, KEY + "TEMPLATES": "ensemble"}
+
+
+def test_the_defaults_of_the_base_config_are_the_documented_ones():
+    assert options_of(load(os.path.join(FOLDER, BASE))) == DualMIOptions()
+
+
+def test_readme_documents_every_option():
+    with open(os.path.join(ROOT, "notes/README_dualmiprompt.md")) as handle:
+        text = handle.read()
+    for key in DualMIOptions.defaults():
+        assert f"`{key}`" in text, key
+    for name in ABLATION:
+        assert name in text

@@ -1,0 +1,49 @@
+"""DualMIPrompt: soft and hand-crafted prompts as two views of the text, tied by mutual information, plus a
+class-wise visual augmentation (our reading of Zhang et al., "Generalizable Prompt Tuning for Vision-Language
+Models", arXiv 2410.03189; see notes/README_dualmiprompt.md). The model lives in ``dualmiprompt_model.py``."""
+from dassl.engine import TRAINER_REGISTRY
+from yacs.config import CfgNode as CN
+
+from .base import PromptTrainer
+from .config import ConfigError, trainer_config
+from .dualmiprompt_model import DualMIOptions, DualMIPromptCLIP
+from .templates import select_templates
+
+
+@trainer_config("DUALMIPROMPT")
+def dualmiprompt_config():
+    # The keys and defaults of DualMIOptions (documented there, one comment per option), plus the precision.
+    node = CN(DualMIOptions.defaults())
+    node.PREC = "fp16"  # fp16, fp32, amp or bf16 (fp16 and amp run as fp32 on the CPU)
+    return node
+
+
+@TRAINER_REGISTRY.register()
+class DualMIPrompt(PromptTrainer):
+    CONFIG_KEY = "DUALMIPROMPT"
+
+    def check_cfg(self, cfg):
+        super().check_cfg(cfg)
+        try:
+            self.options = DualMIOptions.from_node(cfg.TRAINER[self.CONFIG_KEY])
+        except ValueError as err:
+            raise ConfigError(f"TRAINER.{self.CONFIG_KEY}: {err}") from None
+
+    def build_prompt_model(self, clip_model, classnames):
+        options = self.options
+        templates = select_templates(
+            options.templates, self.dataset_template, getattr(self.dm.dataset, "ensemble_adds_template", True)
+        )
+        model = DualMIPromptCLIP(clip_model, classnames, templates, options)
+        active = [name for name, weight in (("text MI", options.w_text_mi), ("visual MI", options.w_vis_mi)) if weight]
+        print(f'Initial context: "{model.prompt_learner.prompt_prefix}" ({model.prompt_learner.n_ctx} tokens)')
+        print(f"Hand-crafted templates ({len(templates)}): {' | '.join(templates)}")
+        print(f"MI terms: {', '.join(active) or 'none (CoOp)'}; inference beta {options.infer_beta}")
+        return model
+
+    def build_model(self):
+        super().build_model()
+        if self.model.uses_hand_crafted_view:
+            # Once per class set, on the training device, before the first step: never inside a training step.
+            features = self.model.hand_crafted_features()
+            print(f"Hand-crafted features computed for {features.shape[0]} classes")
