@@ -91,7 +91,7 @@ def test_the_defaults_of_the_base_config_are_the_documented_ones():
 
 
 def test_readme_documents_every_option():
-    with open(os.path.join(ROOT, "notes/README_dualmiprompt.md")) as handle:
+    with open(os.path.join(ROOT, "README.md")) as handle:
         text = handle.read()
     for key in DualMIOptions.defaults():
         assert f"`{key}`" in text, key
