@@ -8,6 +8,13 @@ DEFAULT_TRAINER=CoOp
 # default_config TRAINER DATASET PROTOCOL -> the config file name (without .yaml) used when none is given.
 default_config() {
     local trainer=$1 dataset=$2 protocol=$3
+    # The embedded world benchmark: every trainer has one config for it (small CLIP, 48 px, CPU-sized).
+    case "$dataset" in
+        world|world_*)
+            case "$trainer" in
+                ZeroshotCLIP|CoOp|CoCoOp|MaPLe|DualMIPrompt) echo world; return 0 ;;
+            esac ;;
+    esac
     case "$trainer" in
         CoOp)
             if [ "$dataset" = imagenet ]; then echo vit_b16_ep50_ctxv1; else echo vit_b16_ctxv1; fi ;;

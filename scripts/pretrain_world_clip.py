@@ -58,6 +58,9 @@ def build_parser():
     p.add_argument("--text-layers", type=int, default=4)
     p.add_argument("--log-every", type=int, default=50)
     p.add_argument("--skip-eval", action="store_true", help="do not evaluate the other world datasets")
+    p.add_argument("--evaluate-only", action="store_true",
+                   help="do not train: evaluate the weights at --output again and update the zero-shot results of "
+                        "the report beside them (after a change to the world's datasets)")
     return p
 
 
@@ -189,18 +192,32 @@ def evaluate(path, skip_others=False):
     return results
 
 
+def reevaluate(output, skip_others):
+    report_path = os.path.splitext(output)[0] + ".json"
+    with open(report_path) as handle:
+        report = json.load(handle)
+    report["zero_shot"] = evaluate(output, skip_others)
+    report["world"].update(generator_version=catalog.GENERATOR_VERSION, seed=catalog.WORLD_SEED)
+    atomic_write_json(report_path, report)
+    return report["zero_shot"]
+
+
 def main(args):
     torch.set_num_threads(args.threads)
     torch.use_deterministic_algorithms(True)
+    output = os.path.join(REPO, args.output) if not os.path.isabs(args.output) else args.output
+    if args.evaluate_only:
+        for name, result in reevaluate(output, args.skip_eval).items():
+            print(f"zero-shot {name}: " + ", ".join(f"{k} {v:.1f}" for k, v in result.items() if k in ("all", "base", "new")))
+        return
     model, timing = train(args)
     state = {name: value.half() for name, value in model.state_dict().items()}
-    output = os.path.join(REPO, args.output) if not os.path.isabs(args.output) else args.output
     atomic_torch_save(state, output)
     print(f"Saved {output} ({os.path.getsize(output) / 1e6:.1f} MB)")
     evaluation_started = time.time()
     results = evaluate(output, args.skip_eval)
     report = {
-        "settings": {k: v for k, v in vars(args).items() if k not in ("output", "log_every", "skip_eval")},
+        "settings": {k: v for k, v in vars(args).items() if k not in ("output", "log_every", "skip_eval", "evaluate_only")},
         "world": {"seed": catalog.WORLD_SEED, "generator_version": catalog.GENERATOR_VERSION,
                   "image_size": catalog.IMAGE_SIZE},
         "timing": {**timing, "threads": args.threads, "machine": platform.machine(),
@@ -209,7 +226,7 @@ def main(args):
         "zero_shot": results,
         "command": "python3 scripts/pretrain_world_clip.py "
                    + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
-                              if k not in ("output", "log_every", "skip_eval")),
+                              if k not in ("output", "log_every", "skip_eval", "evaluate_only")),
     }
     atomic_write_json(os.path.splitext(output)[0] + ".json", report)
     for name, result in results.items():

@@ -59,6 +59,7 @@ class Scene:
     clutter: List[Stroke] = field(default_factory=list)
     noise: float = 0.0  # standard deviation of the pixel noise, on the 0-255 scale
     noise_seed: int = 0
+    white_balance: Tuple[float, float, float] = (1.0, 1.0, 1.0)  # gains of the camera's R, G, B channels
 
     def to_dict(self):
         return asdict(self)
@@ -69,6 +70,7 @@ class Scene:
         data["things"] = [Thing(**{**t, "rgb": tuple(t["rgb"]), "phase": tuple(t["phase"])}) for t in data["things"]]
         data["clutter"] = [Stroke(**{**s, "rgb": tuple(s["rgb"])}) for s in data["clutter"]]
         data["background"] = tuple(tuple(c) for c in data["background"])
+        data["white_balance"] = tuple(data.get("white_balance", (1.0, 1.0, 1.0)))
         return cls(**data)
 
 
@@ -296,6 +298,8 @@ def render(scene, size=48):
             _composite(image, box, lines, lines[..., None] * rgb)
     else:
         raise ValueError(f"unknown style {scene.style!r}")
+    if tuple(scene.white_balance) != (1.0, 1.0, 1.0):
+        image = image * np.asarray(scene.white_balance, dtype=np.float32)
     if scene.noise > 0:
         image = image + np.random.default_rng(scene.noise_seed).normal(0.0, scene.noise, image.shape)
     return np.clip(np.round(image), 0, 255).astype(np.uint8)
