@@ -36,7 +36,7 @@ def build_parser():
 def available_trainers():
     """Names registered with Dassl in this checkout (importing ``trainers`` registers them)."""
     sys.path.insert(0, REPO)
-    import trainers  # noqa: F401
+    import trainers  # noqa: F401  (registers the trainers)
     from dassl.engine import TRAINER_REGISTRY
 
     return set(TRAINER_REGISTRY.registered_names())
@@ -52,7 +52,7 @@ def missing_reason(trainer, registered):
 
 def run_dirs(output, dataset, shots, trainer, seed):
     common = os.path.join(dataset, f"shots_{shots}", trainer, CONFIG, f"seed{seed}")
-    return (os.path.join(output, "base2new", "train_base", common), os.path.join(output, "base2new", "test_new", common))
+    return tuple(os.path.join(output, "base2new", step, common) for step in ("train_base", "test_new"))
 
 
 def read_accuracy(folder):
@@ -125,11 +125,12 @@ def main(args):
                 run("base2new_test.sh", args.dataset, seed, trainer, log_path)
             base_dir, new_dir = run_dirs(output, args.dataset, shots, trainer, seed)
             b, n = read_accuracy(base_dir), read_accuracy(new_dir)
-            status = f"base {b:.2f}, new {n:.2f}" if ok and b is not None and n is not None else f"FAILED (see {log_path})"
-            print(f"{trainer} seed {seed}: {status}  [{time.time() - run_started:.0f} s]", flush=True)
+            took = f"[{time.time() - run_started:.0f} s]"
             if not ok or b is None or n is None:
+                print(f"{trainer} seed {seed}: FAILED (see {log_path})  {took}", flush=True)
                 failures.append(f"{trainer} seed {seed}")
                 continue
+            print(f"{trainer} seed {seed}: base {b:.2f}, new {n:.2f}  {took}", flush=True)
             base.append(b)
             new.append(n)
         rows.append((trainer, base, new))

@@ -37,6 +37,8 @@ from trainers.fileio import atomic_torch_save, atomic_write_json  # noqa: E402
 DEFAULT_OUTPUT = os.path.join("trainers", "pretrained", "world_clip.pt")
 # The fixed subset the tests recompute the zero-shot accuracy on: the first test images of each class.
 SUBSET_PER_CLASS = 4
+# Options that do not change the weights (left out of the report's settings).
+NOT_SETTINGS = ("output", "log_every", "skip_eval", "evaluate_only")
 
 
 def build_parser():
@@ -149,7 +151,7 @@ def train(args, log=log_line):
             order, position = torch.randperm(args.pool, generator=order_generator), 0
         index = order[position:position + args.batch].numpy()
         position += args.batch
-        rng = catalog._rng(args.seed, "captions", step)
+        rng = catalog.seeded_rng(args.seed, "captions", step)
         batch_scenes = [scenes[i] for i in index]
         captions, caption_codes = pretraining.caption_batch(rng, batch_scenes)
         positives = torch.from_numpy(consistency_matrix(caption_codes, codes[index]))
@@ -192,6 +194,11 @@ def evaluate(path, skip_others=False):
     return results
 
 
+def print_results(results):
+    for name, result in results.items():
+        print(f"zero-shot {name}: " + ", ".join(f"{part} {result[part]:.1f}" for part in ("all", "base", "new")))
+
+
 def reevaluate(output, skip_others):
     report_path = os.path.splitext(output)[0] + ".json"
     with open(report_path) as handle:
@@ -207,8 +214,7 @@ def main(args):
     torch.use_deterministic_algorithms(True)
     output = os.path.join(REPO, args.output) if not os.path.isabs(args.output) else args.output
     if args.evaluate_only:
-        for name, result in reevaluate(output, args.skip_eval).items():
-            print(f"zero-shot {name}: " + ", ".join(f"{k} {v:.1f}" for k, v in result.items() if k in ("all", "base", "new")))
+        print_results(reevaluate(output, args.skip_eval))
         return
     model, timing = train(args)
     state = {name: value.half() for name, value in model.state_dict().items()}
@@ -217,7 +223,7 @@ def main(args):
     evaluation_started = time.time()
     results = evaluate(output, args.skip_eval)
     report = {
-        "settings": {k: v for k, v in vars(args).items() if k not in ("output", "log_every", "skip_eval", "evaluate_only")},
+        "settings": {k: v for k, v in vars(args).items() if k not in NOT_SETTINGS},
         "world": {"seed": catalog.WORLD_SEED, "generator_version": catalog.GENERATOR_VERSION,
                   "image_size": catalog.IMAGE_SIZE},
         "timing": {**timing, "threads": args.threads, "machine": platform.machine(),
@@ -226,11 +232,10 @@ def main(args):
         "zero_shot": results,
         "command": "python3 scripts/pretrain_world_clip.py "
                    + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
-                              if k not in ("output", "log_every", "skip_eval", "evaluate_only")),
+                              if k not in NOT_SETTINGS),
     }
     atomic_write_json(os.path.splitext(output)[0] + ".json", report)
-    for name, result in results.items():
-        print(f"zero-shot {name}: " + ", ".join(f"{k} {v:.1f}" for k, v in result.items() if k in ("all", "base", "new")))
+    print_results(results)
 
 
 if __name__ == "__main__":

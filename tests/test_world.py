@@ -55,7 +55,8 @@ def test_an_image_does_not_depend_on_the_others(tmp_path):
     items = list(catalog.dataset_items(spec))
     split, relative, label, name, scene, caption = items[len(items) // 2]
     index = int(re.search(r"_(\d+)\.png$", relative).group(1))
-    fresh = catalog.sample_class_scene(catalog._rng(catalog.WORLD_SEED, spec.name, split, label, index), spec, label)
+    rng = catalog.seeded_rng(catalog.WORLD_SEED, spec.name, split, label, index)
+    fresh = catalog.sample_class_scene(rng, spec, label)
     on_disk = np.asarray(Image.open(tmp_path / "d" / catalog.IMAGE_DIR / relative).convert("RGB"))
     assert np.array_equal(render(fresh, catalog.IMAGE_SIZE), on_disk)
 

@@ -66,7 +66,7 @@ WARM_LIGHT = (1.12, 0.96, 0.72)
 WARM_JITTER = 0.03
 
 
-def _rng(*keys):
+def seeded_rng(*keys):
     """A generator seeded by integers and strings (strings through CRC-32, stable across runs and machines)."""
     entropy = [zlib.crc32(k.encode()) if isinstance(k, str) else int(k) for k in keys]
     return np.random.default_rng(np.random.SeedSequence(entropy))
@@ -81,7 +81,7 @@ def world_classes(seed=WORLD_SEED, count=40):
     """The base-to-new dataset's classes: ``count`` combinations drawn at random; labels in the drawn order, so
     the first half (base) and the second half (new) are both random sets of compositions."""
     universe = object_universe()
-    order = _rng(seed, "world-classes").permutation(len(universe))[:count]
+    order = seeded_rng(seed, "world-classes").permutation(len(universe))[:count]
     return tuple(universe[i] for i in order)
 
 
@@ -94,7 +94,7 @@ def new_class_combinations(seed=WORLD_SEED):
 def build_catalog(seed=WORLD_SEED):
     world = world_classes(seed)
     counts = [dict(count=n, shape=s) for n, s in itertools.product(COUNTS, SHAPES)]
-    counts = tuple(counts[i] for i in sorted(_rng(seed, "count-classes").permutation(len(counts))[:20]))
+    counts = tuple(counts[i] for i in sorted(seeded_rng(seed, "count-classes").permutation(len(counts))[:20]))
     specs = [
         WorldSpec("world", "object", "photo", world, (32, 8, 30), "a photo of a {}.", lighting="warm"),
         # Cross-dataset transfer: other class vocabularies (shape only; colour and pattern of a texture; count).
@@ -150,7 +150,7 @@ def dataset_items(spec, seed=WORLD_SEED, splits=SPLITS, per_class=None):
         for label in range(len(spec.classes)):
             name = spec.classname(label)
             for index in range(count if per_class is None else min(count, per_class)):
-                rng = _rng(seed, spec.name, split, label, index)
+                rng = seeded_rng(seed, spec.name, split, label, index)
                 scene = sample_class_scene(rng, spec, label)
                 caption, _ = describe(rng, scene)
                 relative = f"{class_folder(name)}/{split}_{index:03d}.png"

@@ -6,8 +6,8 @@ on them measures generalisation from words, as the new classes of the real bench
 """
 import numpy as np
 
-from .attributes import COLOURS, COUNTS, PATTERNS, SHAPES, STYLES
-from .catalog import IMAGE_SIZE, WORLD_SEED, _rng, dataset_items, get_spec, new_class_combinations
+from .attributes import COLOURS, COUNTS, PATTERNS, SHAPES
+from .catalog import IMAGE_SIZE, WORLD_SEED, dataset_items, get_spec, new_class_combinations, seeded_rng
 from .render import render
 from .scenes import attribute_codes, attributes_of, describe, sample_scene
 
@@ -50,7 +50,7 @@ def render_pool(count, seed=WORLD_SEED, world_seed=WORLD_SEED, size=IMAGE_SIZE):
     images = np.empty((count, size, size, 3), dtype=np.uint8)
     scenes = []
     for index in range(count):
-        scene = sample_pretraining_scene(_rng(seed, "pretraining", index), held_out)
+        scene = sample_pretraining_scene(seeded_rng(seed, "pretraining", index), held_out)
         images[index] = render(scene, size)
         scenes.append(scene)
     return images, scenes

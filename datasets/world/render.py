@@ -80,8 +80,8 @@ def hsv_to_rgb(hue, saturation, value):
 
 # ----- shapes: polygons in object coordinates (radius 1, y down), each layer drawn with fill 1 or 0 -----
 def _regular(n, radius=1.0, start=-90.0):
-    return [(radius * math.cos(math.radians(start + 360.0 * k / n)), radius * math.sin(math.radians(start + 360.0 * k / n)))
-            for k in range(n)]
+    angles = [math.radians(start + 360.0 * k / n) for k in range(n)]
+    return [(radius * math.cos(a), radius * math.sin(a)) for a in angles]
 
 
 def _star(points=5, inner=0.42):
@@ -283,7 +283,8 @@ def render(scene, size=48):
             small = np.round(downsample(image, block) / 64.0) * 64.0  # a 5-level palette per channel
             image = np.repeat(np.repeat(small, block, axis=0), block, axis=1)
     elif scene.style in ("sketch", "neon"):
-        layers = [(_line_art(thing, n, stroke=0.025), np.asarray(thing.rgb, dtype=np.float32)) for thing in scene.things]
+        layers = [(_line_art(thing, n, stroke=0.025), np.asarray(thing.rgb, dtype=np.float32))
+                  for thing in scene.things]
         if scene.style == "neon":
             glow = np.zeros_like(image)
             for ((x0, y0, x1, y1), lines), rgb in layers:

@@ -10,14 +10,15 @@ import math
 import numpy as np
 
 from .attributes import (
-    COLOURS, COUNTS, LARGE_RADIUS, PATTERNS, PLURALS, SHAPES, SMALL_RADIUS, STYLE_PHRASES, STYLES, count_name,
+    COLOURS, COUNTS, LARGE_RADIUS, PATTERNS, SHAPES, SMALL_RADIUS, STYLE_PHRASES, STYLES, count_name,
     object_name,
 )
 from .render import Scene, Stroke, Thing, hsv_to_rgb
 
 KINDS = ("object", "count", "texture")
 
-# How strong the nuisances are. ``scale`` multiplies clutter and noise; the defaults are the benchmark's world.
+# How strong the nuisances are: the most clutter strokes, and the largest pixel noise (photo style; the other
+# styles get 40% of it).
 NUISANCE = {"max_clutter": 5, "max_noise": 12.0}
 
 
@@ -37,13 +38,17 @@ def _pattern_frequency(rng, pattern, style):
     return _uniform(rng, low, high) * scale
 
 
+# Background colours per style: (saturation range, value range); any hue.
+BACKGROUNDS = {"sketch": ((0.0, 0.08), (0.88, 1.0)), "neon": ((0.0, 0.5), (0.03, 0.15)),
+               "photo": ((0.05, 0.3), (0.3, 0.85)), "mosaic": ((0.05, 0.3), (0.3, 0.85))}
+
+
 def _background(rng, style):
-    if style == "sketch":
-        paper = lambda: hsv_to_rgb(_uniform(rng, 0, 360), _uniform(rng, 0.0, 0.08), _uniform(rng, 0.88, 1.0))  # noqa: E731
-    elif style == "neon":
-        paper = lambda: hsv_to_rgb(_uniform(rng, 0, 360), _uniform(rng, 0.0, 0.5), _uniform(rng, 0.03, 0.15))  # noqa: E731
-    else:
-        paper = lambda: hsv_to_rgb(_uniform(rng, 0, 360), _uniform(rng, 0.05, 0.3), _uniform(rng, 0.3, 0.85))  # noqa: E731
+    saturation, value = BACKGROUNDS[style]
+
+    def paper():
+        return hsv_to_rgb(_uniform(rng, 0, 360), _uniform(rng, *saturation), _uniform(rng, *value))
+
     return (paper(), paper()), _uniform(rng, 0, 360)
 
 
@@ -181,16 +186,6 @@ def describe(rng, scene, keep_colour=0.85, keep_pattern=0.7, mention_style=0.6):
     else:
         desc = size + object_name(shape, colour, pattern)
     return f"{prefix}a {desc}.", stated
-
-
-def describe_exactly(scene, template="a photo of a {}."):
-    """The full description (every attribute), as a dataset's class name fills its template."""
-    attrs = attributes_of(scene)
-    if attrs["count"] == 0:
-        return template.format(f"{attrs['colour']} {attrs['pattern']}")
-    if attrs["count"] > 1 or scene.kind == "count":
-        return template.format(count_name(attrs["count"], attrs["shape"], attrs["colour"], attrs["pattern"]))
-    return template.format(object_name(attrs["shape"], attrs["colour"], attrs["pattern"]))
 
 
 def attribute_codes(attributes):
