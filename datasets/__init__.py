@@ -19,4 +19,5 @@ if importlib.util.find_spec("dassl") is not None:
         stanford_cars,
         sun397,
         ucf101,
+        world_datasets,
     )

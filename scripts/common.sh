@@ -18,6 +18,13 @@ DG_TARGETS="imagenetv2 imagenet_sketch imagenet_a imagenet_r"
 # DATASET is the dataset the model is trained on (ImageNet for every cross-dataset evaluation); SHOTS is set.
 default_config() {
     local trainer=$1 dataset=$2 protocol=$3
+    # The embedded world benchmark: every trainer has one config for it (small CLIP, 48 px, CPU-sized).
+    case "$dataset" in
+        world|world_*)
+            case "$trainer" in
+                ZeroshotCLIP|CoOp|CoCoOp|MaPLe|DualMIPrompt) echo world; return 0 ;;
+            esac ;;
+    esac
     case "$trainer" in
         CoOp)
             if [ "$protocol" = fewshot ]; then

@@ -1,0 +1,226 @@
+"""The datasets drawn from the world, and writing them to disk in CoOp's layout (image folders + split JSON).
+
+Every image is rendered from its own random generator, seeded by (world seed, dataset, split, class, index), so a
+dataset is the same bytes whoever generates it, in any order. ``ensure_dataset`` generates a missing dataset into a
+temporary folder and renames it into place, so a crash never leaves half a dataset and two processes that
+generate it at the same time both end up reading one complete copy.
+"""
+import itertools
+import json
+import os
+import shutil
+import tempfile
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from .attributes import COLOURS, COUNTS, PATTERNS, SHAPES, count_name, object_name, texture_name
+from .render import render
+from .scenes import attributes_of, describe, sample_scene
+
+# Bump when rendering, sampling or the catalog changes: a dataset on disk made by another version is refused.
+GENERATOR_VERSION = 1
+WORLD_SEED = 0
+IMAGE_SIZE = 48
+SPLIT_FILE = "split_world.json"
+MANIFEST_FILE = "world.json"
+ANNOTATIONS_FILE = "annotations.json"
+IMAGE_DIR = "images"
+SPLITS = ("train", "val", "test")
+
+
+class WorldDataError(RuntimeError):
+    """A world dataset folder that is not what this generator would write; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class WorldSpec:
+    name: str  # folder under $DATA and configs/datasets/<name>.yaml
+    kind: str  # "object", "count" or "texture"
+    style: str
+    classes: tuple  # one dict of fixed attributes per class, in label order
+    per_split: tuple  # images per class in train, val, test
+    template: str
+    test_only: bool = False
+    lighting: str = "neutral"  # "warm": a colour cast that pretraining never shows (see WARM_LIGHT)
+
+    def classname(self, label):
+        attrs = self.classes[label]
+        if self.kind == "texture":
+            return texture_name(attrs["colour"], attrs["pattern"])
+        if self.kind == "count":
+            return count_name(attrs["count"], attrs["shape"], attrs.get("colour"), attrs.get("pattern"))
+        return object_name(attrs["shape"], attrs.get("colour"), attrs.get("pattern"))
+
+    @property
+    def classnames(self):
+        return [self.classname(label) for label in range(len(self.classes))]
+
+
+# The base-to-new dataset's photos are taken under warm light: red up, blue down (channel gains, jittered per
+# image by up to WARM_JITTER). Pretraining never shows this cast, so zero-shot CLIP loses accuracy to it and
+# prompts learned from a few shots can win some back, as on the real benchmarks' datasets.
+WARM_LIGHT = (1.12, 0.96, 0.72)
+WARM_JITTER = 0.03
+
+
+def seeded_rng(*keys):
+    """A generator seeded by integers and strings (strings through CRC-32, stable across runs and machines)."""
+    entropy = [zlib.crc32(k.encode()) if isinstance(k, str) else int(k) for k in keys]
+    return np.random.default_rng(np.random.SeedSequence(entropy))
+
+
+def object_universe():
+    """Every (pattern, colour, shape) combination, in a fixed order."""
+    return [dict(pattern=p, colour=c, shape=s) for p, c, s in itertools.product(PATTERNS, COLOURS, SHAPES)]
+
+
+def world_classes(seed=WORLD_SEED, count=40):
+    """The base-to-new dataset's classes: ``count`` combinations drawn at random; labels in the drawn order, so
+    the first half (base) and the second half (new) are both random sets of compositions."""
+    universe = object_universe()
+    order = seeded_rng(seed, "world-classes").permutation(len(universe))[:count]
+    return tuple(universe[i] for i in order)
+
+
+def new_class_combinations(seed=WORLD_SEED):
+    """The (pattern, colour, shape) of the base-to-new dataset's new classes: never shown in pretraining."""
+    classes = world_classes(seed)
+    return {(c["pattern"], c["colour"], c["shape"]) for c in classes[(len(classes) + 1) // 2:]}
+
+
+def build_catalog(seed=WORLD_SEED):
+    world = world_classes(seed)
+    counts = [dict(count=n, shape=s) for n, s in itertools.product(COUNTS, SHAPES)]
+    counts = tuple(counts[i] for i in sorted(seeded_rng(seed, "count-classes").permutation(len(counts))[:20]))
+    specs = [
+        WorldSpec("world", "object", "photo", world, (32, 8, 30), "a photo of a {}.", lighting="warm"),
+        # Cross-dataset transfer: other class vocabularies (shape only; colour and pattern of a texture; count).
+        WorldSpec("world_shapes", "object", "photo", tuple(dict(shape=s) for s in SHAPES), (24, 8, 30),
+                  "a photo of a {}."),
+        WorldSpec("world_textures", "texture", "photo",
+                  tuple(dict(colour=c, pattern=p) for c, p in itertools.product(COLOURS, PATTERNS)), (24, 8, 30),
+                  "a photo of a {} texture."),
+        WorldSpec("world_counts", "count", "photo", counts, (24, 8, 30), "a photo of {}."),
+    ]
+    # Domain generalisation: the classes of "world" in other renderings (test only, like ImageNet's variants).
+    for style in ("sketch", "mosaic", "neon"):
+        specs.append(WorldSpec(f"world_{style}", "object", style, world, (0, 0, 30), "a photo of a {}.", True))
+    return {spec.name: spec for spec in specs}
+
+
+CATALOG = build_catalog()
+
+
+def get_spec(name):
+    if name not in CATALOG:
+        raise KeyError(f"unknown world dataset {name!r}; known: {', '.join(CATALOG)}")
+    return CATALOG[name]
+
+
+def sample_class_scene(rng, spec, label):
+    """A scene of class ``label``: the class's attributes fixed, the others (and every nuisance) random."""
+    attrs = dict(spec.classes[label])
+    if spec.kind == "texture":
+        scene = sample_scene(rng, "texture", None, attrs["colour"], attrs["pattern"], style=spec.style)
+    else:
+        colour = attrs.get("colour") or list(COLOURS)[int(rng.integers(0, len(COLOURS)))]
+        pattern = attrs.get("pattern") or list(PATTERNS)[int(rng.integers(0, len(PATTERNS)))]
+        scene = sample_scene(rng, spec.kind, attrs["shape"], colour, pattern, count=attrs.get("count", 1),
+                             style=spec.style)
+    if spec.lighting == "warm":
+        scene.white_balance = tuple(g + float(rng.uniform(-WARM_JITTER, WARM_JITTER)) for g in WARM_LIGHT)
+    elif spec.lighting != "neutral":
+        raise ValueError(f"lighting must be neutral or warm; got {spec.lighting!r}")
+    return scene
+
+
+def class_folder(classname):
+    return classname.replace(" ", "_")
+
+
+def dataset_items(spec, seed=WORLD_SEED, splits=SPLITS, per_class=None):
+    """``(split, relative path, label, class name, scene, caption)`` for every image of the dataset, in order.
+    ``per_class`` caps the images per class and split (a fixed subset: the first ones)."""
+    for split, count in zip(SPLITS, spec.per_split):
+        if split not in splits:
+            continue
+        for label in range(len(spec.classes)):
+            name = spec.classname(label)
+            for index in range(count if per_class is None else min(count, per_class)):
+                rng = seeded_rng(seed, spec.name, split, label, index)
+                scene = sample_class_scene(rng, spec, label)
+                caption, _ = describe(rng, scene)
+                relative = f"{class_folder(name)}/{split}_{index:03d}.png"
+                yield split, relative, label, name, scene, caption
+
+
+def manifest(spec, seed):
+    return {"generator_version": GENERATOR_VERSION, "seed": seed, "dataset": spec.name, "kind": spec.kind,
+            "style": spec.style, "image_size": IMAGE_SIZE, "classnames": spec.classnames,
+            "template": spec.template, "per_split": list(spec.per_split), "lighting": spec.lighting}
+
+
+def write_dataset(folder, spec, seed=WORLD_SEED):
+    """Render every image of ``spec`` into ``folder`` (which must not exist yet) with its split file."""
+    os.makedirs(os.path.join(folder, IMAGE_DIR))
+    split = {name: [] for name in SPLITS}
+    annotations = {}
+    for split_name, relative, label, name, scene, caption in dataset_items(spec, seed):
+        path = os.path.join(folder, IMAGE_DIR, relative)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        Image.fromarray(render(scene, IMAGE_SIZE)).save(path, format="PNG", optimize=False, compress_level=6)
+        split[split_name].append([relative, label, name])
+        annotations[relative] = {"caption": caption, "attributes": attributes_of(scene), "scene": scene.to_dict()}
+    for filename, content in ((SPLIT_FILE, split), (ANNOTATIONS_FILE, annotations)):
+        with open(os.path.join(folder, filename), "w") as handle:
+            json.dump(content, handle)
+    # Written last: a folder with a manifest is complete.
+    with open(os.path.join(folder, MANIFEST_FILE), "w") as handle:
+        json.dump(manifest(spec, seed), handle, indent=2)
+
+
+def read_manifest(folder):
+    path = os.path.join(folder, MANIFEST_FILE)
+    if not os.path.isfile(path):
+        return None
+    with open(path) as handle:
+        return json.load(handle)
+
+
+def check_dataset(folder, spec, seed=WORLD_SEED):
+    found = read_manifest(folder)
+    if found is None:
+        raise WorldDataError(
+            f"{folder} exists but is not a generated world dataset (no {MANIFEST_FILE}). Move it away or delete "
+            f"it: it is generated again on first use.")
+    expected = manifest(spec, seed)
+    if found != expected:
+        differs = sorted(key for key in expected if found.get(key) != expected[key])
+        raise WorldDataError(
+            f"{folder} was generated with other settings ({', '.join(differs)} differ, e.g. generator version "
+            f"{found.get('generator_version')} vs {GENERATOR_VERSION}). Delete it: it is generated again on first use.")
+
+
+def ensure_dataset(root, name, seed=WORLD_SEED, log=print):
+    """The folder of dataset ``name`` under ``root``, generated there first if it is missing."""
+    spec = get_spec(name)
+    folder = os.path.join(root, spec.name)
+    if not os.path.exists(folder):
+        os.makedirs(root, exist_ok=True)
+        log(f"Generating the embedded dataset {spec.name} in {folder} (first use; {len(spec.classes)} classes)")
+        tmp = tempfile.mkdtemp(prefix=f".{spec.name}.tmp-", dir=root)
+        try:
+            write_dataset(os.path.join(tmp, "data"), spec, seed)
+            try:
+                os.rename(os.path.join(tmp, "data"), folder)
+            except OSError:
+                if read_manifest(folder) is None:  # not a concurrent generator that finished first
+                    raise
+                log(f"{folder} was generated by another process meanwhile; using that copy")
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    check_dataset(folder, spec, seed)
+    return folder

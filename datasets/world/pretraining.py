@@ -1,0 +1,116 @@
+"""Image-caption pairs for pretraining the small CLIP, and zero-shot evaluation on the world's datasets.
+
+The pretraining images come from a random stream of their own (never the datasets' images) and never show the
+base-to-new dataset's new classes: those compositions of known words are new to the model, so zero-shot accuracy
+on them measures generalisation from words, as the new classes of the real benchmarks do.
+"""
+import numpy as np
+
+from .attributes import COLOURS, COUNTS, PATTERNS, SHAPES
+from .catalog import IMAGE_SIZE, WORLD_SEED, dataset_items, get_spec, new_class_combinations, seeded_rng
+from .render import render
+from .scenes import attribute_codes, attributes_of, describe, sample_scene
+
+# What the pretraining stream draws: kinds of scene and rendering styles, with their probabilities.
+KIND_MIX = {"object": 0.7, "count": 0.15, "texture": 0.15}
+STYLE_MIX = {"photo": 0.7, "sketch": 0.1, "mosaic": 0.1, "neon": 0.1}
+TEXTURE_STYLES = ("photo", "mosaic")  # a texture has no outline to draw in the line-art styles
+
+# OpenAI CLIP's input normalisation (the same as the configs' INPUT.PIXEL_MEAN / PIXEL_STD).
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def _choice(rng, mix):
+    names = list(mix)
+    return names[int(rng.choice(len(names), p=np.array([mix[n] for n in names])))]
+
+
+def sample_pretraining_scene(rng, held_out):
+    kind = _choice(rng, KIND_MIX)
+    style = _choice(rng, STYLE_MIX)
+    colour = list(COLOURS)[int(rng.integers(0, len(COLOURS)))]
+    pattern = list(PATTERNS)[int(rng.integers(0, len(PATTERNS)))]
+    if kind == "texture":
+        style = style if style in TEXTURE_STYLES else "photo"
+        return sample_scene(rng, kind, None, colour, pattern, style=style)
+    while True:
+        shape = SHAPES[int(rng.integers(0, len(SHAPES)))]
+        if (pattern, colour, shape) not in held_out:
+            break
+        pattern = list(PATTERNS)[int(rng.integers(0, len(PATTERNS)))]
+        colour = list(COLOURS)[int(rng.integers(0, len(COLOURS)))]
+    count = int(rng.integers(1, len(COUNTS) + 1)) if kind == "count" else 1
+    return sample_scene(rng, kind, shape, colour, pattern, count=count, style=style)
+
+
+def render_pool(count, seed=WORLD_SEED, world_seed=WORLD_SEED, size=IMAGE_SIZE):
+    """``(images [N, size, size, 3] uint8, scenes)``: the pretraining images, from their own random stream."""
+    held_out = new_class_combinations(world_seed)
+    images = np.empty((count, size, size, 3), dtype=np.uint8)
+    scenes = []
+    for index in range(count):
+        scene = sample_pretraining_scene(seeded_rng(seed, "pretraining", index), held_out)
+        images[index] = render(scene, size)
+        scenes.append(scene)
+    return images, scenes
+
+
+def caption_batch(rng, scenes):
+    """``(captions, caption codes [B, 5])``: a fresh caption for each scene and the attributes it states."""
+    captions, codes = [], []
+    for scene in scenes:
+        text, stated = describe(rng, scene)
+        captions.append(text)
+        codes.append(attribute_codes(stated))
+    return captions, np.stack(codes)
+
+
+def image_codes(scenes):
+    return np.stack([attribute_codes(attributes_of(scene)) for scene in scenes])
+
+
+def to_tensor(images):
+    """uint8 ``[N, H, W, 3]`` -> normalised float ``[N, 3, H, W]``, as Dassl's ToTensor + Normalize do."""
+    import torch
+
+    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 255.0
+    mean = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(CLIP_STD).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+def dataset_images(name, split="test", per_class=None, seed=WORLD_SEED):
+    """``(images uint8, labels, class names)`` of a world dataset rendered in memory (the same pixels as the
+    files it writes)."""
+    spec = get_spec(name)
+    items = list(dataset_items(spec, seed, splits=(split,), per_class=per_class))
+    images = np.stack([render(item[4], IMAGE_SIZE) for item in items])
+    labels = np.array([item[2] for item in items])
+    return images, labels, spec.classnames
+
+
+def zero_shot_accuracy(clip_model, name, split="test", per_class=None, seed=WORLD_SEED, batch=256):
+    """Zero-shot accuracy (%) of ``clip_model`` on a world dataset with its template: over all classes, and
+    for the base-to-new protocol over the base (first half) and new (second half) classes, each predicted among
+    its own half only, as ``DATASET.SUBSAMPLE_CLASSES`` does."""
+    import torch
+
+    from trainers.zsclip_model import TemplateCLIP
+
+    images, labels, classnames = dataset_images(name, split, per_class, seed)
+    template = get_spec(name).template
+    model = TemplateCLIP(clip_model, classnames, (template,)).eval()
+    with torch.no_grad():
+        weights = model.class_weights()
+        features = torch.cat([model.encode_image(to_tensor(images[i:i + batch])) for i in range(0, len(images), batch)])
+    scores = (features @ weights.t()).numpy()
+    half = (len(classnames) + 1) // 2
+    result = {"all": float(np.mean(scores.argmax(1) == labels) * 100)}
+    for part, columns in (("base", slice(0, half)), ("new", slice(half, None))):
+        rows = (labels < half) if part == "base" else (labels >= half)
+        offset = 0 if part == "base" else half
+        predicted = scores[rows][:, columns].argmax(1) + offset
+        result[part] = float(np.mean(predicted == labels[rows]) * 100)
+    result["images"] = int(len(labels))
+    return result

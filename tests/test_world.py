@@ -1,0 +1,344 @@
+"""The procedural world: determinism, class names and captions that say what is drawn, safe generation on disk,
+and the pretraining objective's pieces. No Dassl, no downloads."""
+import dataclasses
+import json
+import multiprocessing
+import os
+import re
+
+import numpy as np
+import pytest
+
+from datasets.world import catalog
+from datasets.world.attributes import COLOURS, COUNTS, PATTERNS, PLURALS, SHAPES, STYLES
+from datasets.world.render import SUPERSAMPLE, Scene, downsample, hsv_to_rgb, object_mask, pattern_mask, render
+from datasets.world.scenes import (
+    ATTRIBUTE_KEYS, attribute_codes, attributes_of, consistency_matrix, consistent, describe, sample_scene,
+)
+
+
+def small(name, per_split=(2, 1, 2)):
+    """A catalog dataset with fewer images per class (same classes, same per-image seeds)."""
+    spec = catalog.get_spec(name)
+    return dataclasses.replace(spec, per_split=tuple(min(a, b) for a, b in zip(per_split, spec.per_split)))
+
+
+def folder_bytes(folder):
+    found = {}
+    for directory, _, files in os.walk(folder):
+        for name in files:
+            path = os.path.join(directory, name)
+            with open(path, "rb") as handle:
+                found[os.path.relpath(path, folder)] = handle.read()
+    return found
+
+
+# ----- determinism -----
+def test_same_seed_same_bytes_other_seed_other_images(tmp_path):
+    spec = small("world")
+    catalog.write_dataset(str(tmp_path / "a"), spec, seed=0)
+    catalog.write_dataset(str(tmp_path / "b"), spec, seed=0)
+    catalog.write_dataset(str(tmp_path / "c"), spec, seed=1)
+    first, second, other = (folder_bytes(str(tmp_path / x)) for x in "abc")
+    assert len(first) == 40 * 5 + 3  # images + split, annotations, manifest
+    assert first == second
+    pngs = [name for name in first if name.endswith(".png")]
+    assert sum(first[name] != other.get(name) for name in pngs) == len(pngs)
+
+
+def test_an_image_does_not_depend_on_the_others(tmp_path):
+    """Each image has its own seed: rendering one item alone gives the file written with the whole dataset."""
+    from PIL import Image
+
+    spec = small("world_counts")
+    catalog.write_dataset(str(tmp_path / "d"), spec)
+    items = list(catalog.dataset_items(spec))
+    split, relative, label, name, scene, caption = items[len(items) // 2]
+    index = int(re.search(r"_(\d+)\.png$", relative).group(1))
+    rng = catalog.seeded_rng(catalog.WORLD_SEED, spec.name, split, label, index)
+    fresh = catalog.sample_class_scene(rng, spec, label)
+    on_disk = np.asarray(Image.open(tmp_path / "d" / catalog.IMAGE_DIR / relative).convert("RGB"))
+    assert np.array_equal(render(fresh, catalog.IMAGE_SIZE), on_disk)
+
+
+def test_stored_scene_parameters_render_the_stored_image(tmp_path):
+    from PIL import Image
+
+    spec = small("world_sketch", (0, 0, 1))
+    folder = tmp_path / "s"
+    catalog.write_dataset(str(folder), spec)
+    annotations = json.loads((folder / catalog.ANNOTATIONS_FILE).read_text())
+    for relative, entry in list(annotations.items())[:10]:
+        image = np.asarray(Image.open(folder / catalog.IMAGE_DIR / relative).convert("RGB"))
+        assert np.array_equal(render(Scene.from_dict(entry["scene"]), catalog.IMAGE_SIZE), image)
+
+
+# ----- class names and captions say what is drawn -----
+def class_attributes_hold(spec, label, attributes):
+    fixed = spec.classes[label]
+    return all(attributes[key] == value for key, value in fixed.items())
+
+
+def name_from_attributes(spec, attributes):
+    """The class name written again from the recomputed attributes (an independent spelling of the rule)."""
+    words = {k: v for k, v in attributes.items() if k in spec.classes[0]}
+    if spec.kind == "texture":
+        return f"{words['colour']} {words['pattern']}"
+    if spec.kind == "count":
+        noun = words["shape"] if words["count"] == 1 else PLURALS[words["shape"]]
+        return f"{COUNTS[words['count']]} {noun}"
+    return " ".join(words[k] for k in ("pattern", "colour", "shape") if k in words)
+
+
+WORD_ATTRIBUTE = {
+    **{c: ("colour", c) for c in COLOURS},
+    **{s: ("shape", s) for s in SHAPES}, **{p: ("shape", s) for s, p in PLURALS.items()},
+    "plain": ("pattern", "plain"), "striped": ("pattern", "striped"), "stripes": ("pattern", "striped"),
+    "dotted": ("pattern", "dotted"), "dots": ("pattern", "dotted"), "checkered": ("pattern", "checkered"),
+    "checks": ("pattern", "checkered"),
+    **{w: ("count", n) for n, w in COUNTS.items()},
+    "sketch": ("style", "sketch"), "drawing": ("style", "sketch"), "pixel": ("style", "mosaic"),
+    "mosaic": ("style", "mosaic"), "pixelated": ("style", "mosaic"), "neon": ("style", "neon"),
+}
+
+
+def caption_claims(caption):
+    """The attributes a caption's words claim, read from the words themselves."""
+    claims = {}
+    for word in re.findall(r"[a-z]+", caption):
+        if word in WORD_ATTRIBUTE:
+            key, value = WORD_ATTRIBUTE[word]
+            claims.setdefault(key, set()).add(value)
+    return claims
+
+
+@pytest.mark.parametrize("name", sorted(catalog.CATALOG))
+def test_class_names_and_captions_match_the_drawn_attributes(name):
+    spec = small(name, (1, 0, 2))
+    for split, relative, label, classname, scene, caption in catalog.dataset_items(spec):
+        attributes = attributes_of(scene)
+        assert class_attributes_hold(spec, label, attributes), (relative, attributes)
+        assert classname == name_from_attributes(spec, attributes) == spec.classnames[label]
+        assert attributes["style"] == spec.style
+        for key, values in caption_claims(caption).items():
+            assert values == {attributes[key]}, (caption, attributes)
+        claims = caption_claims(caption)
+        assert claims.get("shape", {attributes["shape"]}) == {attributes["shape"]}
+        if attributes["count"] > 1:  # a picture of several things always says how many
+            assert claims["count"] == {attributes["count"]}
+
+
+def test_describe_reports_what_it_says():
+    rng = np.random.default_rng(3)
+    for kind in ("object", "count", "texture"):
+        for _ in range(60):
+            scene = sample_scene(rng, kind, "star" if kind != "texture" else None, "blue", "dotted",
+                                 count=int(rng.integers(1, 5)), style="photo" if kind == "texture" else
+                                 STYLES[int(rng.integers(0, 4))])
+            caption, stated = describe(rng, scene)
+            assert consistent(stated, attributes_of(scene))
+            claims = caption_claims(caption)
+            for key in ("colour", "shape", "pattern"):
+                if key in stated and stated[key] is not None:
+                    assert claims[key] == {stated[key]}, caption
+                elif key != "pattern":  # "plain" aside, an unstated attribute has no word in the caption
+                    assert key not in claims or kind == "texture", caption
+
+
+def nearest_colour(rgb):
+    names = list(COLOURS)
+    prototypes = np.array([hsv_to_rgb(*COLOURS[n]) for n in names])
+    return names[int(np.argmin(np.linalg.norm(prototypes - rgb, axis=1)))]
+
+
+def test_the_named_colour_is_the_colour_of_the_pixels():
+    """Recompute the colour from the image: the mean colour of the pixels fully inside the object and outside
+    its pattern's second tone, with the camera's white balance undone, is nearest to the named colour's
+    prototype. (Under the warm light of "world" a yellow object does look orange: that is the point of it.)"""
+    spec = small("world", (0, 0, 3))
+    checked = 0
+    for split, relative, label, classname, scene, caption in catalog.dataset_items(spec):
+        thing = scene.things[0]
+        image = render(scene, catalog.IMAGE_SIZE).astype(np.float64)
+        n = catalog.IMAGE_SIZE * SUPERSAMPLE
+        inside = object_mask(thing, catalog.IMAGE_SIZE) > 0.999
+        first_tone = downsample(pattern_mask(thing, n)[..., None], SUPERSAMPLE)[..., 0] < 0.001
+        pixels = image[inside & first_tone]
+        if len(pixels) < 5:
+            continue
+        neutral = pixels.mean(0) / np.asarray(scene.white_balance)  # the camera's cast taken out
+        assert nearest_colour(neutral) == attributes_of(scene)["colour"], relative
+        checked += 1
+    assert checked > 100
+
+
+def test_scenes_round_trip_through_json():
+    rng = np.random.default_rng(0)
+    for style in STYLES:
+        scene = sample_scene(rng, "count", "heart", "pink", "checkered", count=3, style=style)
+        again = Scene.from_dict(json.loads(json.dumps(scene.to_dict())))
+        assert again == scene
+        assert np.array_equal(render(again), render(scene))
+
+
+# ----- what pretraining never shows -----
+def test_only_the_base_to_new_dataset_is_under_warm_light():
+    for name, spec in catalog.CATALOG.items():
+        for item in catalog.dataset_items(small(name, (1, 0, 1))):
+            gains = np.asarray(item[4].white_balance)
+            if name == "world":
+                assert np.all(np.abs(gains - catalog.WARM_LIGHT) <= catalog.WARM_JITTER)
+            else:
+                assert np.array_equal(gains, [1.0, 1.0, 1.0])
+
+def test_new_classes_are_never_pretraining_images():
+    from datasets.world.pretraining import sample_pretraining_scene
+
+    held_out = catalog.new_class_combinations()
+    world = catalog.get_spec("world")
+    assert held_out == {(c["pattern"], c["colour"], c["shape"]) for c in world.classes[20:]}
+    assert len(held_out) == 20
+    rng = np.random.default_rng(0)
+    seen = set()
+    for _ in range(3000):
+        scene = sample_pretraining_scene(rng, held_out)
+        a = attributes_of(scene)
+        seen.add((a["pattern"], a["colour"], a["shape"]))
+        assert scene.white_balance == (1.0, 1.0, 1.0)  # pretraining never shows the warm light of "world"
+    assert not seen & held_out
+    base = {(c["pattern"], c["colour"], c["shape"]) for c in world.classes[:20]}
+    assert len(seen & base) >= 15  # the base classes are drawn like any other composition
+
+
+# ----- pretraining objective -----
+def test_consistency_matrix_matches_a_direct_check():
+    rng = np.random.default_rng(1)
+    scenes = [sample_scene(rng, ("object", "count", "texture")[i % 3], SHAPES[i % 3] if i % 3 != 2 else None,
+                           list(COLOURS)[i % 2], list(PATTERNS)[i % 4], count=1 + i % 2) for i in range(24)]
+    described = [describe(rng, s) for s in scenes]
+    matrix = consistency_matrix(np.stack([attribute_codes(st) for _, st in described]),
+                                np.stack([attribute_codes(attributes_of(s)) for s in scenes]))
+    expected = np.array([[consistent(st, attributes_of(s)) for s in scenes] for _, st in described])
+    assert np.array_equal(matrix, expected)
+    assert matrix.diagonal().all() and not matrix.all()
+    assert attribute_codes({}).tolist() == [-1] * len(ATTRIBUTE_KEYS)
+
+
+def load_script(name):
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts", name)
+    spec = importlib.util.spec_from_file_location(name.replace(".py", ""), path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_contrastive_loss_is_clips_loss_when_every_caption_is_unique():
+    import torch
+    import torch.nn.functional as F
+
+    pretrain = load_script("pretrain_world_clip.py")
+    torch.manual_seed(0)
+    x, y = F.normalize(torch.randn(6, 8), dim=-1), F.normalize(torch.randn(6, 8), dim=-1)
+    logits = 10.0 * x @ y.t()
+    clip_loss = (F.cross_entropy(logits, torch.arange(6)) + F.cross_entropy(logits.t(), torch.arange(6))) / 2
+    ours = pretrain.contrastive_loss(x, y, torch.tensor(10.0), torch.eye(6, dtype=torch.bool))
+    assert torch.allclose(ours, clip_loss)
+    # A caption true of two images splits its target between them.
+    positives = torch.eye(6, dtype=torch.bool)
+    positives[0, 1] = True
+    target_t2i = torch.eye(6)
+    target_t2i[0] = torch.tensor([0.5, 0.5, 0, 0, 0, 0])
+    target_i2t = positives.t().float() / positives.t().float().sum(1, keepdim=True)
+    expected = (-(F.log_softmax(logits, 1) * target_i2t).sum(1).mean()
+                - (F.log_softmax(logits.t(), 1) * target_t2i).sum(1).mean()) / 2
+    assert torch.allclose(pretrain.contrastive_loss(x, y, torch.tensor(10.0), positives), expected)
+
+
+# ----- generation on disk: once, whole, safe under concurrency and crashes -----
+@pytest.fixture
+def tiny_catalog(monkeypatch):
+    spec = small("world_textures", (1, 1, 1))
+    monkeypatch.setitem(catalog.CATALOG, spec.name, spec)
+    return spec
+
+
+def test_ensure_generates_once_and_checks_the_manifest(tmp_path, tiny_catalog):
+    root = str(tmp_path / "data")  # does not exist yet
+    folder = catalog.ensure_dataset(root, tiny_catalog.name, log=lambda _: None)
+    stamp = os.path.getmtime(os.path.join(folder, catalog.MANIFEST_FILE))
+    assert catalog.ensure_dataset(root, tiny_catalog.name, log=lambda _: None) == folder
+    assert os.path.getmtime(os.path.join(folder, catalog.MANIFEST_FILE)) == stamp
+    assert os.listdir(root) == [tiny_catalog.name]  # no temporary folder left
+    manifest = json.loads(open(os.path.join(folder, catalog.MANIFEST_FILE)).read())
+    manifest["generator_version"] = -1
+    with open(os.path.join(folder, catalog.MANIFEST_FILE), "w") as handle:
+        json.dump(manifest, handle)
+    with pytest.raises(catalog.WorldDataError, match="Delete it"):
+        catalog.ensure_dataset(root, tiny_catalog.name)
+    os.remove(os.path.join(folder, catalog.MANIFEST_FILE))
+    with pytest.raises(catalog.WorldDataError, match="not a generated world dataset"):
+        catalog.ensure_dataset(root, tiny_catalog.name)
+
+
+def test_a_crash_leaves_no_half_dataset(tmp_path, tiny_catalog, monkeypatch):
+    calls = []
+
+    def failing_render(scene, size):
+        calls.append(1)
+        if len(calls) > 5:
+            raise KeyboardInterrupt
+        return render(scene, size)
+
+    monkeypatch.setattr(catalog, "render", failing_render)
+    root = str(tmp_path / "data")
+    with pytest.raises(KeyboardInterrupt):
+        catalog.ensure_dataset(root, tiny_catalog.name, log=lambda _: None)
+    assert os.listdir(root) == []
+    monkeypatch.setattr(catalog, "render", render)
+    folder = catalog.ensure_dataset(root, tiny_catalog.name, log=lambda _: None)
+    assert len(json.load(open(os.path.join(folder, catalog.SPLIT_FILE)))["test"]) == len(tiny_catalog.classes)
+
+
+def _generate(root, name, queue):
+    try:
+        queue.put(catalog.ensure_dataset(root, name, log=lambda _: None))
+    except BaseException as err:  # reported to the parent
+        queue.put(repr(err))
+
+
+def test_concurrent_first_uses_end_with_one_complete_copy(tmp_path, tiny_catalog):
+    reference = tmp_path / "reference"
+    catalog.write_dataset(str(reference), tiny_catalog)
+    root = str(tmp_path / "data")
+    context = multiprocessing.get_context("fork")  # the children see the patched catalog
+    queue = context.Queue()
+    workers = [context.Process(target=_generate, args=(root, tiny_catalog.name, queue)) for _ in range(3)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(120)
+    results = [queue.get(timeout=5) for _ in workers]
+    assert results == [os.path.join(root, tiny_catalog.name)] * 3
+    assert os.listdir(root) == [tiny_catalog.name]
+    assert folder_bytes(results[0]) == folder_bytes(str(reference))
+
+
+def test_pretraining_is_deterministic():
+    import torch
+
+    pretrain = load_script("pretrain_world_clip.py")
+    settings = ["--pool", "48", "--steps", "3", "--batch", "16", "--warmup", "1", "--vision-layers", "1",
+                "--text-layers", "1", "--log-every", "100"]
+
+    def weights(seed):
+        model, _ = pretrain.train(pretrain.build_parser().parse_args(settings + ["--seed", str(seed)]),
+                                  log=lambda _: None)
+        return model.state_dict()
+
+    first, second, other = weights(0), weights(0), weights(1)
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    assert not torch.equal(first["visual.proj"], other["visual.proj"])
+    initial = pretrain.build_model(pretrain.build_parser().parse_args(settings)).state_dict()
+    assert not torch.equal(first["visual.proj"], initial["visual.proj"])  # it did train
