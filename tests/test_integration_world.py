@@ -28,10 +28,10 @@ def test_default_trainer_runs_base_to_new_on_the_world(world_env):
     quick = ["OPTIM.MAX_EPOCH", "1"]
     run_script("base2new_train.sh", ["world", 1], quick, env=env)
     run_script("base2new_test.sh", ["world", 1], quick, env=env)
-    common = "world/shots_2/CoOp/world/seed1"
+    common = "world/shots_2/DualMIPrompt/world/seed1"  # DualMIPrompt is the scripts' default trainer
     base = read_record(os.path.join(world_env["OUTPUT"], "base2new/train_base", common))
     new = read_record(os.path.join(world_env["OUTPUT"], "base2new/test_new", common))
-    assert (base["trainer"], base["config"], base["backbone"]) == ("CoOp", "world", "WorldCLIP")
+    assert (base["trainer"], base["config"], base["backbone"]) == ("DualMIPrompt", "world", "WorldCLIP")
     assert (base["subsample"], new["subsample"]) == ("base", "new")
     assert base["num_classes"] == new["num_classes"] == 20
     assert base["num_images"] == new["num_images"] == 20 * 30
