@@ -42,6 +42,7 @@ class BenchmarkDataset(DatasetBase):
     ensemble_adds_template = True
     test_only = False
     val_is_test = False  # ImageNet: no separate validation set
+    generated = False  # made by the toolbox itself on first use (the embedded world): nothing to download
 
     def __init__(self, cfg):
         root = data_root(cfg)

@@ -13,6 +13,7 @@ class WorldDataset(BenchmarkDataset):
     """A dataset of the procedural world; ``world_name`` is its name in ``datasets/world/catalog.py``."""
 
     world_name = ""
+    generated = True
     image_dir = catalog.IMAGE_DIR
     split_file = catalog.SPLIT_FILE
 

@@ -14,8 +14,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 CONFIG_DIR = os.path.join(REPO, "configs", "datasets")
 
 
-def dataset_classes():
-    """``{config name: dataset class}`` for every ``configs/datasets/<name>.yaml``."""
+def dataset_classes(include_generated=False):
+    """``{config name: dataset class}`` for every ``configs/datasets/<name>.yaml`` of a dataset that comes from
+    elsewhere (the generated embedded-world datasets have nothing to download or prepare)."""
     from dassl.data.datasets import DATASET_REGISTRY
 
     import datasets  # noqa: F401  (registers the dataset modules)
@@ -24,7 +25,9 @@ def dataset_classes():
     for path in sorted(glob.glob(os.path.join(CONFIG_DIR, "*.yaml"))):
         with open(path) as handle:
             config = yaml.safe_load(handle)
-        classes[os.path.splitext(os.path.basename(path))[0]] = DATASET_REGISTRY.get(config["DATASET"]["NAME"])
+        cls = DATASET_REGISTRY.get(config["DATASET"]["NAME"])
+        if include_generated or not getattr(cls, "generated", False):
+            classes[os.path.splitext(os.path.basename(path))[0]] = cls
     return classes
 
 
