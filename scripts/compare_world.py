@@ -6,9 +6,10 @@
 For every trainer and seed it runs ``scripts/base2new_train.sh`` and ``scripts/base2new_test.sh`` (each trainer's
 ``world`` config; finished runs are skipped, so an interrupted comparison continues where it stopped), then
 prints base / new / harmonic-mean accuracy per trainer from the runs' ``results.json`` records: mean and standard
-deviation over the seeds, and the harmonic mean of the mean base and mean new accuracies (as CoCoOp's tables).
-A trainer that is not in this checkout is reported as missing, not an error. Environment: ``DATA`` (default
-``./data``, where the world is generated on first use), ``OUTPUT`` (default ``./output``), ``SHOTS`` (16).
+deviation over the seeds (population form, as Dassl's parse_test_res.py), and the harmonic mean of the mean base
+and mean new accuracies (as CoCoOp's tables). A trainer that is not in this checkout is reported as missing, not
+an error. Environment: ``DATA`` (default ``./data``, where the world is generated on first use), ``OUTPUT``
+(default ``./output``), ``SHOTS`` (16).
 """
 import argparse
 import datetime
@@ -79,7 +80,7 @@ def summarise(values):
         return "-"
     if len(values) == 1:
         return f"{values[0]:.2f}"
-    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
+    return f"{statistics.mean(values):.2f} ± {statistics.pstdev(values):.2f}"
 
 
 def table(rows, seeds):

@@ -63,3 +63,25 @@ def test_comparison_command_prints_the_table_and_names_missing_trainers(world_en
     cells = [cell.strip() for cell in row.strip("|").split("|")]
     assert cells == ["ZeroshotCLIP", f"{base:.2f}", f"{new:.2f}", f"{2 * base * new / (base + new):.2f}", "1/1"]
     assert "not run: NoSuchTrainer" in result.stdout
+
+
+@pytest.mark.parametrize("name", ["world_shapes", "world_sketch"])
+def test_other_world_datasets_build_through_dassl(world_env, name):
+    import datasets  # noqa: F401  (registers the datasets)
+    from dassl.data.datasets import build_dataset
+
+    from datasets.world import catalog
+    from trainers.config import get_cfg_default
+
+    spec = catalog.get_spec(name)
+    cfg = get_cfg_default()
+    cfg.merge_from_file(os.path.join(REPO, "configs", "datasets", f"{name}.yaml"))
+    cfg.DATASET.ROOT, cfg.DATASET.NUM_SHOTS, cfg.SEED = world_env["DATA"], -1, 1
+    dataset = build_dataset(cfg)
+    assert dataset.classnames == spec.classnames
+    assert dataset.template == spec.template
+    assert len(dataset.test) == len(spec.classes) * spec.per_split[2]
+    if spec.test_only:  # a test-only dataset (DG target) serves its test images for every split, as ImageNet-Sketch
+        assert [d.impath for d in dataset.train_x] == [d.impath for d in dataset.test]
+    else:
+        assert len(dataset.train_x) == len(spec.classes) * spec.per_split[0]
