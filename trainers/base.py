@@ -222,9 +222,6 @@ class PromptTrainer(TrainerX):
                 "if the run is in fp16."
             )
 
-    def detect_anomaly(self, loss):
-        self.check_finite(loss)
-
     def optimize(self, loss):
         self.check_finite(loss)
         self.optim.zero_grad()
