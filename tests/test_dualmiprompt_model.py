@@ -137,7 +137,7 @@ def test_visual_mi_ties_mixed_features_to_mixed_prototypes(clip_model, space, mo
 
 
 def test_pixel_mixing_costs_one_more_image_pass_and_feature_mixing_none(clip_model):
-    counter = CallCounter(clip_model.visual)
+    counter = CallCounter(clip_model.visual.conv1)  # the patch embedding: once per image-encoder pass
     for space, passes in (("feature", 1), ("pixel", 2)):
         dual = build(clip_model, mix_space=space)
         before = counter.calls

@@ -1,9 +1,11 @@
 """The shared text encoder (EOT truncation), CLIP's own blocks, and the hand-crafted template features."""
+import pytest
 import torch
 import torch.nn.functional as F
 from fixtures import tiny_clip
 
-from trainers.encoders import TemplateFeatureCache, TextEncoder, eot_positions, run_block, tokenize
+from trainers.encoders import (TemplateFeatureCache, TextEncoder, causal_mask, encode_images, eot_positions, run_block,
+                               tokenize)
 
 SENTENCES = ["a photo of a cat.", "a centered satellite photo of annual crop land.", "x", "a photo of a great pyrenees, a type of pet."]
 
@@ -16,7 +18,7 @@ def test_truncated_pass_equals_full_77_token_pass_and_clip_encode_text():
     embeddings = model.token_embedding(tokens)
     with torch.no_grad():
         truncated = encoder(embeddings, eot)
-        full = encoder(embeddings, eot, truncate=False)
+        full = encoder(embeddings, eot, reference=True)
         clip_own = model.encode_text(tokens)
     assert int(eot.max()) + 1 < 77  # the truncated pass really is shorter
     torch.testing.assert_close(truncated, full, rtol=1e-5, atol=1e-5)
@@ -28,7 +30,43 @@ def test_run_block_equals_clip_block_forward():
     block = model.transformer.resblocks[0]
     x = torch.randn(77, 3, 64)
     with torch.no_grad():
-        torch.testing.assert_close(run_block(block, x, block.attn_mask), block(x))
+        torch.testing.assert_close(run_block(block, x, block.attn_mask, reference=True), block(x), rtol=0, atol=0)
+        torch.testing.assert_close(run_block(block, x, block.attn_mask), block(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("masked", [True, False])
+def test_fused_block_gives_the_reference_values_and_gradients(masked):
+    """The fused attention and MLP (our default) against CLIP's own modules, forward and backward, with the
+    text encoder's causal mask and without a mask (the image encoder); float32, tolerance 1e-5."""
+    model = tiny_clip(seed=2)
+    block = model.visual.transformer.resblocks[1]
+    mask = causal_mask(13) if masked else None
+    x = torch.randn(13, 4, 64)
+    results = []
+    for reference in (False, True):
+        inputs = x.clone().requires_grad_(True)
+        out = run_block(block, inputs, mask, reference=reference)
+        (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+        results.append((out.detach(), inputs.grad))
+    torch.testing.assert_close(results[0][0], results[1][0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(results[0][1], results[1][1], rtol=1e-5, atol=1e-5)
+    assert not torch.equal(results[0][0], x)  # the block did something
+
+
+def test_frozen_image_encoder_equals_clips_own_forward():
+    model = tiny_clip(seed=3)
+    images = torch.randn(5, 3, 32, 32)
+    with torch.no_grad():
+        expected = model.visual(images)
+        torch.testing.assert_close(encode_images(model, images, reference=True), expected, rtol=0, atol=0)
+        torch.testing.assert_close(encode_images(model, images), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_resnet_image_encoder_keeps_clips_own_forward():
+    model = tiny_clip(vision_layers=(1, 1, 1, 1), vision_width=16, image_resolution=64)
+    images = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(encode_images(model, images), model.visual(images), rtol=0, atol=0)
 
 
 def test_layer_hook_sees_every_block_and_can_change_the_result():

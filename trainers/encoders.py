@@ -9,13 +9,50 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
-def run_block(block, x, attn_mask=None):
-    """One residual attention block of CLIP (sequence-first ``x``), with an explicit mask of matching size."""
+# CLIP's activation is QuickGELU, ``z * sigmoid(1.702 z)``, which equals ``silu(1.702 z) / 1.702``.
+QUICK_GELU_SCALE = 1.702
+
+
+def run_block(block, x, attn_mask=None, reference=False):
+    """One residual attention block of CLIP (sequence-first ``x``), with an explicit mask of matching size.
+
+    ``reference=True`` computes it with CLIP's own modules (``nn.MultiheadAttention``, ``QuickGELU``), as the
+    official code does. The default computes the same function in fewer passes over memory (see ``fused_mlp`` and
+    ``fused_attention``); the two agree to float rounding (tests/test_encoders.py).
+    """
     h = block.ln_1(x)
     if attn_mask is not None:
         attn_mask = attn_mask.to(dtype=h.dtype, device=h.device)
-    x = x + block.attn(h, h, h, need_weights=False, attn_mask=attn_mask)[0]
-    return x + block.mlp(block.ln_2(x))
+    if reference or type(block.mlp.gelu).__name__ != "QuickGELU":
+        x = x + block.attn(h, h, h, need_weights=False, attn_mask=attn_mask)[0]
+        return x + block.mlp(block.ln_2(x))
+    x = x + fused_attention(block.attn, h, attn_mask)
+    return x + fused_mlp(block.mlp, block.ln_2(x))
+
+
+def fused_attention(attn, x, attn_mask=None):
+    """``nn.MultiheadAttention(x, x, x)`` for sequence-first ``x`` without its layout copies: the heads are strided
+    views of one input projection, handed to ``scaled_dot_product_attention`` as they are."""
+    length, batch, width = x.shape
+    heads = attn.num_heads
+    qkv = F.linear(x, attn.in_proj_weight, attn.in_proj_bias).view(length, batch, 3, heads, width // heads)
+    q, k, v = qkv.permute(2, 1, 3, 0, 4).unbind(0)  # each [batch, heads, length, head width]
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+    out = out.permute(2, 0, 1, 3).reshape(length, batch, width)
+    return F.linear(out, attn.out_proj.weight, attn.out_proj.bias)
+
+
+def fused_mlp(mlp, x):
+    """``c_proj(QuickGELU(c_fc(x)))`` as ``c_proj(silu(1.702 c_fc(x))) / 1.702``: both scalings ride on the
+    matrix multiplies (``addmm``'s alpha and beta), so the activation is one pass instead of three (multiply,
+    sigmoid, multiply), done in place when no gradient needs its input (the frozen image encoder)."""
+    shape = x.shape
+    c_fc, c_proj = mlp.c_fc, mlp.c_proj
+    h = torch.addmm(c_fc.bias, x.reshape(-1, shape[-1]), c_fc.weight.t(), beta=QUICK_GELU_SCALE,
+                    alpha=QUICK_GELU_SCALE)
+    h = F.silu(h, inplace=not h.requires_grad)
+    out = torch.addmm(c_proj.bias, h, c_proj.weight.t(), alpha=1 / QUICK_GELU_SCALE)
+    return out.view(*shape[:-1], out.shape[-1])
 
 
 def causal_mask(length):
@@ -58,7 +95,8 @@ class TextEncoder(nn.Module):
     """CLIP's text transformer applied to prompt embeddings ``[N, L, width]``.
 
     ``layer_hook(i, x)``, when given, may replace tokens of the sequence-first activations ``x`` before block
-    ``i`` runs (deep prompts). ``truncate=False`` runs all ``L`` positions (the reference computation).
+    ``i`` runs (deep prompts). ``reference=True`` is the official computation: all ``L`` positions, through
+    CLIP's own block modules.
     """
 
     def __init__(self, clip_model):
@@ -73,15 +111,15 @@ class TextEncoder(nn.Module):
     def dtype(self):
         return self.text_projection.dtype
 
-    def forward(self, prompts, eot_index, layer_hook=None, truncate=True):
-        length = int(eot_index.max()) + 1 if truncate else prompts.shape[1]
+    def forward(self, prompts, eot_index, layer_hook=None, reference=False):
+        length = prompts.shape[1] if reference else int(eot_index.max()) + 1
         x = prompts[:, :length].to(self.dtype) + self.positional_embedding[:length].to(self.dtype)
         x = x.permute(1, 0, 2)
         mask = self.mask[:length, :length]
         for i, block in enumerate(self.blocks):
             if layer_hook is not None:
                 x = layer_hook(i, x)
-            x = run_block(block, x, mask)
+            x = run_block(block, x, mask, reference)
         x = self.ln_final(x.permute(1, 0, 2))
         rows = torch.arange(x.shape[0], device=x.device)
         return x[rows, eot_index.to(x.device)] @ self.text_projection
@@ -120,15 +158,22 @@ class TemplateFeatureCache:
         return self._features[key]
 
 
-def encode_images(clip_model, images):
-    """Image features (not normalised) from the frozen image encoder, in the encoder's dtype."""
+def encode_images(clip_model, images, reference=False):
+    """Image features (not normalised) from the frozen image encoder, in the encoder's dtype: CLIP's own forward
+    for ``reference`` and the ResNets, our blocks (the same function, fewer memory passes) for a ViT."""
     visual = clip_model.visual
-    return visual(images.to(visual.conv1.weight.dtype))
+    if reference or not is_vit(visual):
+        return visual(images.to(visual.conv1.weight.dtype))
+    return encode_prompted_images(visual, images)
+
+
+def is_vit(visual):
+    return hasattr(visual, "transformer") and hasattr(visual, "class_embedding")
 
 
 def require_vit(visual):
     """The width of a ViT image encoder; a clear error for the ResNet ones, which have no tokens to prompt."""
-    if not hasattr(visual, "transformer") or not hasattr(visual, "class_embedding"):
+    if not is_vit(visual):
         raise ValueError(
             f"Visual prompts need a ViT image encoder; this CLIP's is {type(visual).__name__}. "
             "Choose a ViT backbone (e.g. MODEL.BACKBONE.NAME ViT-B/16)."
@@ -136,13 +181,14 @@ def require_vit(visual):
     return visual.conv1.out_channels
 
 
-def encode_prompted_images(visual, images, prompts=None, layer_hook=None):
+def encode_prompted_images(visual, images, prompts=None, layer_hook=None, reference=False):
     """CLIP's ``VisionTransformer`` with prompt tokens appended after the patch tokens (any ViT width).
 
     ``prompts`` (``[n, width]``, shared by the images) are appended after the class and patch tokens, once the
     positional embedding is added and before ``ln_pre``, so the sequence is ``[CLS] patches prompts``.
     ``layer_hook(i, x)``, when given, may replace tokens of the sequence-first activations ``x`` (``[L, B, width]``)
-    before block ``i`` runs (deep prompts). Without prompts and hook this is exactly ``visual(images)``.
+    before block ``i`` runs (deep prompts). Without prompts and hook this is ``visual(images)`` (to float
+    rounding; exactly with ``reference=True``, which runs CLIP's own block modules).
     """
     require_vit(visual)
     x = visual.conv1(images.to(visual.conv1.weight.dtype))
@@ -155,7 +201,7 @@ def encode_prompted_images(visual, images, prompts=None, layer_hook=None):
     for i, block in enumerate(visual.transformer.resblocks):
         if layer_hook is not None:
             x = layer_hook(i, x)
-        x = run_block(block, x)
+        x = run_block(block, x, reference=reference)
     x = visual.ln_post(x[0])
     return x @ visual.proj if visual.proj is not None else x
 
@@ -170,8 +216,9 @@ class PromptedCLIP(nn.Module):
 
     image_independent = True
 
-    # The reference computation (what the official code does): full 77-token prompts, and in subclasses any
-    # per-image loop they replace with a batched form. Used by tests and the benchmark to check and time ours.
+    # The reference computation (what the official code does): full 77-token prompts through CLIP's own block
+    # modules, the stock image encoder, and in subclasses any per-image loop they replace with a batched form.
+    # Used by tests and the benchmark to check and time ours.
     reference_mode = False
 
     def __init__(self, clip_model):
@@ -190,7 +237,7 @@ class PromptedCLIP(nn.Module):
         return self.clip.logit_scale.exp().float()
 
     def encode_image(self, images):
-        return F.normalize(encode_images(self.clip, images).float(), dim=-1)
+        return F.normalize(encode_images(self.clip, images, self.reference_mode).float(), dim=-1)
 
     def class_weights(self):
         """Normalised class weights ``[C, D]`` (for image-independent prompts)."""
@@ -210,7 +257,7 @@ class PromptedCLIP(nn.Module):
     def encode_prompts(self, prompts, eot_index, prompt_module, **kwargs):
         """Features of prompt embeddings, through the reference path (padded to 77, no truncation) if asked."""
         if self.reference_mode:
-            return self.text_encoder(prompt_module.full_length(prompts), eot_index, truncate=False, **kwargs)
+            return self.text_encoder(prompt_module.full_length(prompts), eot_index, reference=True, **kwargs)
         return self.text_encoder(prompts, eot_index, **kwargs)
 
     def class_specific_parameters(self):

@@ -91,5 +91,6 @@ class MaPLeCLIP(PromptedCLIP):
                 return replace_tokens(x, x.shape[0] - self.n_ctx, deep[layer - 1])
             return x
 
-        features = encode_prompted_images(self.clip.visual, images, first, image_layer_hook)
+        features = encode_prompted_images(self.clip.visual, images, first, image_layer_hook,
+                                          reference=self.reference_mode)
         return F.normalize(features.float(), dim=-1)
