@@ -133,7 +133,9 @@ def train(args, log=log_line):
     from trainers.encoders import TextEncoder, eot_positions
 
     model = build_model(args)
-    text_encoder = TextEncoder(model)
+    # CLIP's own block modules (not the fused ones): the shipped weights were trained through them, and the fused
+    # blocks round differently, which over 1,200 steps would give other bytes.
+    text_encoder = TextEncoder(model, fused=False)
     started, cpu_started = time.time(), cpu_seconds()
     images, scenes = pretraining.render_pool(args.pool, seed=args.seed)
     codes = pretraining.image_codes(scenes)

@@ -110,3 +110,23 @@ def test_template_features_equal_direct_computation_and_are_cached():
     cache.get(model, encoder, classnames[:2], templates)
     assert cache.computed == 2
     assert not first.requires_grad
+
+
+def test_unfused_text_encoder_runs_clips_own_blocks_on_the_truncated_prompts():
+    """What the world CLIP's pretraining uses: bit-identical to CLIP's own block modules over max(eot) + 1
+    positions (so that the shipped weights regenerate exactly), and close to the fused default."""
+    model = tiny_clip(seed=6)
+    tokens = tokenize(SENTENCES)
+    eot = eot_positions(tokens)
+    embeddings = model.token_embedding(tokens)
+    length = int(eot.max()) + 1
+    with torch.no_grad():
+        x = (embeddings[:, :length] + model.positional_embedding[:length]).permute(1, 0, 2)
+        for block in model.transformer.resblocks:
+            x = run_block(block, x, causal_mask(length), reference=True)
+        x = model.ln_final(x.permute(1, 0, 2))
+        expected = x[torch.arange(len(SENTENCES)), eot] @ model.text_projection
+        unfused = TextEncoder(model, fused=False)(embeddings, eot)
+        fused = TextEncoder(model)(embeddings, eot)
+    assert torch.equal(unfused, expected)
+    torch.testing.assert_close(fused, expected, rtol=1e-5, atol=1e-5)

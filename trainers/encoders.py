@@ -96,11 +96,13 @@ class TextEncoder(nn.Module):
 
     ``layer_hook(i, x)``, when given, may replace tokens of the sequence-first activations ``x`` before block
     ``i`` runs (deep prompts). ``reference=True`` is the official computation: all ``L`` positions, through
-    CLIP's own block modules.
+    CLIP's own block modules. ``fused=False`` keeps CLIP's own block modules with the truncation (the small world
+    CLIP was pretrained that way; its script keeps it so that the shipped weights regenerate bit for bit).
     """
 
-    def __init__(self, clip_model):
+    def __init__(self, clip_model, fused=True):
         super().__init__()
+        self.fused = fused
         self.blocks = clip_model.transformer.resblocks
         self.positional_embedding = clip_model.positional_embedding
         self.ln_final = clip_model.ln_final
@@ -119,7 +121,7 @@ class TextEncoder(nn.Module):
         for i, block in enumerate(self.blocks):
             if layer_hook is not None:
                 x = layer_hook(i, x)
-            x = run_block(block, x, mask, reference)
+            x = run_block(block, x, mask, reference=reference or not self.fused)
         x = self.ln_final(x.permute(1, 0, 2))
         rows = torch.arange(x.shape[0], device=x.device)
         return x[rows, eot_index.to(x.device)] @ self.text_projection
