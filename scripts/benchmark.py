@@ -380,8 +380,9 @@ def child_memory(spec):
     command = [sys.executable, os.path.abspath(__file__), "--probe-memory", json.dumps(spec)]
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
-        print(f"memory probe {spec['trainer']} {spec['mode']} {spec['prec']} {spec['phase']} failed:\n"
-              f"{done.stderr[-2000:]}", file=sys.stderr)
+        killed = " (killed by a signal: out of memory?)" if done.returncode < 0 else ""
+        print(f"memory probe {spec['trainer']} {spec['mode']} {spec['prec']} {spec['phase']} failed with exit status "
+              f"{done.returncode}{killed}:\n{done.stderr[-2000:]}", file=sys.stderr)
         return {"rest_bytes": None, "peak_bytes": None}
     return json.loads(done.stdout.strip().splitlines()[-1])
 
