@@ -51,7 +51,8 @@ def models_without_dassl():
 if __name__ == "__main__" and "trainers" not in sys.modules:
     models_without_dassl()
 
-from trainers.clip_loader import PRECISIONS, cast_frozen_weights, random_clip, weights_dtype  # noqa: E402
+from trainers.clip_loader import (  # noqa: E402
+    PRECISIONS, cast_frozen_weights, precision_autocast, random_clip, weights_dtype)
 
 # The classes of a benchmark: real-looking names of 1 to 4 words, so that prompt lengths are realistic.
 WORDS = ("red", "small", "great", "white", "spotted", "north", "common", "desert", "golden", "sea",
@@ -118,8 +119,7 @@ def check_precision(prec, device):
 
 
 def autocast(prec, device):
-    # As the trainers do: amp keeps the weights in fp32 and runs the forward under fp16 autocast.
-    return torch.autocast("cuda", dtype=torch.float16) if prec == "amp" else contextlib.nullcontext()
+    return precision_autocast(prec)  # as the trainers do
 
 
 def build_clip(backbone, prec, device):
@@ -207,7 +207,7 @@ def time_steps(models, images, labels, steps, warmup, prec, device):
             sync(device)
             if i >= warmup:
                 times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) if values else float("nan") for name, values in times.items()}
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 @torch.no_grad()
@@ -215,14 +215,9 @@ def evaluate(model, images, batch, prec, device):
     """Logits for ``images`` as the trainers' evaluation computes them: the class weights once per evaluation
     for image-independent prompts, unless in reference mode (then the model recomputes them for every batch)."""
     with autocast(prec, device):
-        weights = None
-        if model.image_independent and not model.reference_mode:
-            weights = model.class_weights()
+        weights = model.evaluation_weights()
         for chunk in images.split(batch):
-            if weights is None:
-                model(chunk)
-            else:
-                model.logits(model.encode_image(chunk), weights)
+            model.predict(chunk, weights)
 
 
 def time_evaluation(model, images, batch, prec, device):

@@ -107,3 +107,16 @@ def test_only_the_context_learns_and_clip_is_untouched():
     loss.backward()
     assert all(p.grad is None for p in coop.clip.parameters())
     assert "prompt_learner.token_prefix" not in coop.state_dict()  # class-dependent buffers are never saved
+
+
+def test_evaluation_weights_once_unless_reference_and_predict_equals_forward():
+    model_clip = tiny_clip()
+    images = torch.randn(3, 3, 32, 32)
+    coop = CoOpCLIP(model_clip, CLASSNAMES, n_ctx=4)
+    with torch.no_grad():
+        weights = coop.evaluation_weights()
+        torch.testing.assert_close(weights, coop.class_weights())
+        torch.testing.assert_close(coop.predict(images, weights), coop(images), rtol=1e-5, atol=1e-5)
+        coop.reference_mode = True
+        assert coop.evaluation_weights() is None
+        torch.testing.assert_close(coop.predict(images), coop(images))

@@ -13,7 +13,6 @@ import os
 import random
 import re
 import time
-from contextlib import nullcontext
 
 import numpy as np
 import torch
@@ -27,7 +26,8 @@ from tqdm import tqdm
 
 from datasets.images import ImageReadError, read_rgb  # noqa: F401  (ImageReadError: re-exported)
 
-from .clip_loader import PRECISIONS, cast_frozen_weights, load_clip, resolve_precision, weights_dtype
+from .clip_loader import (PRECISIONS, cast_frozen_weights, load_clip, precision_autocast, resolve_precision,
+                          weights_dtype)
 from .fileio import atomic_open, atomic_torch_save
 from .config import config_fingerprint
 from .records import library_versions, now, write_record
@@ -191,9 +191,7 @@ class PromptTrainer(TrainerX):
         return {name: p for name, p in self.model.named_parameters() if p.requires_grad}
 
     def autocast(self):
-        if self.precision == "amp":
-            return torch.autocast("cuda", dtype=torch.float16)
-        return nullcontext()
+        return precision_autocast(self.precision)
 
     # ----- training -----
     def compute_loss(self, images, labels):
@@ -264,7 +262,7 @@ class PromptTrainer(TrainerX):
         print(f"Evaluate on the *{split}* set")
         started = time.time()
         with self.autocast():
-            self._eval_weights = self.model.class_weights() if self.model.image_independent else None
+            self._eval_weights = self.model.evaluation_weights()
             try:
                 for batch in tqdm(loader):
                     images, labels = self.parse_batch_test(batch)
@@ -279,10 +277,7 @@ class PromptTrainer(TrainerX):
         return list(results.values())[0]
 
     def model_inference(self, images):
-        weights = getattr(self, "_eval_weights", None)
-        if weights is None:
-            return self.model(images)
-        return self.model.logits(self.model.encode_image(images), weights)
+        return self.model.predict(images, getattr(self, "_eval_weights", None))
 
     def write_results_record(self, split, results, eval_time):
         cfg = self.cfg

@@ -1,4 +1,5 @@
 """Loading OpenAI CLIP: a named model (downloaded once into a cache folder) or a local weights file."""
+import contextlib
 import os
 import warnings
 import zipfile
@@ -131,6 +132,14 @@ def cast_frozen_weights(clip_model, dtype):
         if isinstance(module, torch.nn.LayerNorm):
             module.float()
     return clip_model
+
+
+def precision_autocast(prec):
+    """The context a forward pass runs in: amp keeps the weights in fp32 under fp16 autocast on CUDA; the other
+    precisions run in their weights' dtype."""
+    if prec == "amp":
+        return torch.autocast("cuda", dtype=torch.float16)
+    return contextlib.nullcontext()
 
 
 def weights_dtype(prec):

@@ -248,6 +248,17 @@ class PromptedCLIP(nn.Module):
     def logits(self, image_features, weights):
         return self.logit_scale * image_features @ weights.t()
 
+    def evaluation_weights(self):
+        """Class weights for a whole evaluation, computed once; None where each batch needs its own (prompts
+        that depend on the image, or the reference computation, which recomputes them per batch)."""
+        if self.image_independent and not self.reference_mode:
+            return self.class_weights()
+        return None
+
+    def predict(self, images, weights=None):
+        """Logits of a test batch, with the weights of ``evaluation_weights()`` when there are any."""
+        return self(images) if weights is None else self.logits(self.encode_image(images), weights)
+
     def forward(self, images):
         return self.logits(self.encode_image(images), self.class_weights())
 
