@@ -16,15 +16,22 @@ class WorldDataset(BenchmarkDataset):
     generated = True
     image_dir = catalog.IMAGE_DIR
     split_file = catalog.SPLIT_FILE
+    image_seed = catalog.WORLD_SEED  # set from DATASET.WORLD_IMAGE_SEED; a layout_at reader keeps the default
 
     def __init__(self, cfg):
+        self.image_seed = cfg.DATASET.WORLD_IMAGE_SEED
         if cfg.DATASET.ROOT:  # without a root the base class says what to do
             root = os.path.abspath(os.path.expanduser(cfg.DATASET.ROOT))
             try:
-                catalog.ensure_dataset(root, self.world_name)
+                catalog.ensure_dataset(root, self.world_name, self.image_seed)
             except catalog.WorldDataError as err:
                 raise DatasetLayoutError(str(err)) from None
         super().__init__(cfg)
+
+    def bind_root(self, root):
+        """The folder of this dataset rendered with the configured image seed (``DATASET.WORLD_IMAGE_SEED``)."""
+        self.dataset_dir = os.path.join(root, catalog.folder_name(self.world_name, self.image_seed))
+        self.image_dir = os.path.join(self.dataset_dir, type(self).image_dir)
 
 
 def _register(name, class_name):
@@ -43,6 +50,7 @@ DASSL_NAMES = {
     "world_shapes": "WorldShapes",
     "world_textures": "WorldTextures",
     "world_counts": "WorldCounts",
+    "world_signs": "WorldSigns",
     "world_sketch": "WorldSketch",
     "world_mosaic": "WorldMosaic",
     "world_neon": "WorldNeon",

@@ -200,6 +200,24 @@ def harmonic_mean(a, b):
     return 2 * a * b / (a + b) if a + b > 0 else 0.0
 
 
+def paired_difference(a, b, confidence=0.95):
+    """The paired difference ``a[i] - b[i]`` of two methods measured on the same cells (e.g. seed x dataset):
+    ``{"mean", "low", "high", "n"}``, with the two-sided Student t interval of the mean difference at
+    ``confidence`` (``low`` and ``high`` are None below two cells)."""
+    if len(a) != len(b):
+        raise ValueError(f"paired values need the same cells; got {len(a)} and {len(b)}")
+    diffs = [x - y for x, y in zip(a, b)]
+    if not diffs:
+        raise ValueError("no paired cells")
+    mean = statistics.fmean(diffs)
+    if len(diffs) < 2:
+        return {"mean": mean, "low": None, "high": None, "n": 1}
+    from scipy.stats import t
+
+    half = float(t.ppf(0.5 + confidence / 2, len(diffs) - 1)) * statistics.stdev(diffs) / math.sqrt(len(diffs))
+    return {"mean": mean, "low": mean - half, "high": mean + half, "n": len(diffs)}
+
+
 def summarise(by_seed, expected):
     seeds = tuple(sorted(by_seed))
     values = [by_seed[seed] for seed in seeds]

@@ -34,7 +34,7 @@ def test_default_trainer_runs_base_to_new_on_the_world(world_env):
     assert (base["trainer"], base["config"], base["backbone"]) == ("DualMIPrompt", "world", "WorldCLIP")
     assert (base["subsample"], new["subsample"]) == ("base", "new")
     assert base["num_classes"] == new["num_classes"] == 20
-    assert base["num_images"] == new["num_images"] == 20 * 30
+    assert base["num_images"] == new["num_images"] == 20 * 100
     assert base["eval_only"] is False and new["eval_only"] is True and base["epoch"] == new["epoch"] == 1
     assert os.path.isfile(os.path.join(world_env["DATA"], "world", "split_world.json"))
 
@@ -52,17 +52,45 @@ def test_zero_shot_through_the_pipeline_matches_the_recorded_accuracy(world_env)
     assert new["accuracy"] == pytest.approx(recorded["new"], abs=0.5)
 
 
-def test_comparison_command_prints_the_table_and_names_missing_trainers(world_env):
-    result = run_command([sys.executable, "scripts/compare_world.py", "--trainers", "ZeroshotCLIP", "NoSuchTrainer",
-                          "--seeds", "1"], env=world_env)
+def test_suite_command_end_to_end(world_env, tmp_path):
+    """Two datasets, one seed, one epoch through the real scripts: the table, JSON and plot; a second call skips
+    the finished runs; a run that fails is named with its log and the others still count."""
+    env = {**world_env, "SHOTS": "2"}
+    out = tmp_path / "suite"
+    command = [sys.executable, "scripts/suite.py", "--trainers", "ZeroshotCLIP", "CoOp", "NoSuchTrainer",
+               "--datasets", "world_shapes", "world_counts", "--seeds", "1", "--out", str(out),
+               "--", "OPTIM.MAX_EPOCH", "1"]
+    result = run_command(command, env=env)
     assert "NoSuchTrainer: skipped, not in this checkout" in result.stdout
-    common = "world/shots_16/ZeroshotCLIP/world/seed1"
-    base = read_record(os.path.join(world_env["OUTPUT"], "base2new/train_base", common))["accuracy"]
-    new = read_record(os.path.join(world_env["OUTPUT"], "base2new/test_new", common))["accuracy"]
-    row = next(line for line in result.stdout.splitlines() if line.startswith("| ZeroshotCLIP"))
-    cells = [cell.strip() for cell in row.strip("|").split("|")]
-    assert cells == ["ZeroshotCLIP", f"{base:.2f}", f"{new:.2f}", f"{2 * base * new / (base + new):.2f}", "1/1"]
-    assert "not run: NoSuchTrainer" in result.stdout
+    numbers = json.loads((out / "suite.json").read_text())
+    assert numbers["datasets"] == ["world_shapes", "world_counts"] and numbers["trainers"] == ["ZeroshotCLIP", "CoOp"]
+    assert numbers["overrides"] == ["OPTIM.MAX_EPOCH", "1"] and numbers["failures"] == []
+    for trainer in ("ZeroshotCLIP", "CoOp"):
+        common = f"world_counts/shots_2/{trainer}/world/seed1"
+        base = read_record(os.path.join(world_env["OUTPUT"], "base2new/train_base", common))
+        new = read_record(os.path.join(world_env["OUTPUT"], "base2new/test_new", common))
+        assert base["num_images"] == new["num_images"] == 10 * 100
+        assert (base["epoch"], base["protocol"]) == ((0 if trainer == "ZeroshotCLIP" else 1), "base2new")
+        row = numbers["trainers"][trainer]["datasets"]["world_counts"]
+        assert (row["base"]["mean"], row["new"]["mean"]) == (base["accuracy"], new["accuracy"])
+        line = f"| world_counts | {trainer} | {base['accuracy']:.2f} | {new['accuracy']:.2f} | "
+        assert line in (out / "suite.md").read_text()
+    (pair,) = numbers["pairs"]
+    assert (pair["a"], pair["b"], pair["n"]) == ("CoOp", "ZeroshotCLIP", 2)
+    assert (out / "suite.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # Again, with one more dataset whose folder is not a generated dataset: finished runs are skipped, the
+    # broken one is named with its log, the exit status says so.
+    os.makedirs(os.path.join(world_env["DATA"], "world_signs", "junk"))
+    again = run_command(command[:7] + ["world_signs"] + command[7:], env=env, check=False)
+    assert again.returncode == 1
+    assert again.stdout.count("Results exist") == 0  # the scripts' output goes to the logs
+    log = os.path.join(world_env["OUTPUT"], "base2new", "logs", "world_shapes_CoOp_seed1.log")
+    assert open(log).read().count("finished run, skipped") == 2
+    assert "world_signs ZeroshotCLIP seed 1: FAILED, see" in again.stdout
+    failed_log = os.path.join(world_env["OUTPUT"], "base2new", "logs", "world_signs_ZeroshotCLIP_seed1.log")
+    assert "not a generated world dataset" in open(failed_log).read()
+    assert f"world_signs CoOp seed 1: see {os.path.join(world_env['OUTPUT'], 'base2new', 'logs')}" in again.stderr
+    assert json.loads((out / "suite.json").read_text())["trainers"]["CoOp"]["datasets"]["world_shapes"]["seeds"] == [1]
 
 
 @pytest.mark.parametrize("name", ["world_shapes", "world_sketch"])

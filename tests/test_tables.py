@@ -385,3 +385,33 @@ def test_published_numbers_are_consistent():
             assert set(row) == {tables.XD_SOURCE, *targets}
             assert averages[paper] == pytest.approx(mean([row[d] for d in targets]), abs=0.011), paper
     assert set(published.TRAINER_OF) >= set(published.BASE2NEW) | set(published.CROSS_DATASET)
+
+
+# ----------------------------------------------------------------------------------------------- paired statistics
+def test_paired_difference_against_a_hand_computation():
+    a = [70.0, 72.0, 75.0, 71.0]
+    b = [68.0, 70.5, 72.5, 69.2]
+    diffs = [2.0, 1.5, 2.5, 1.8]
+    m = mean(diffs)
+    sd = math.sqrt(sum((d - m) ** 2 for d in diffs) / 3)
+    t_975_3 = 3.182446305284263  # Student t, 3 degrees of freedom, 97.5% quantile (statistical tables)
+    result = tables.paired_difference(a, b)
+    assert result["n"] == 4 and result["mean"] == pytest.approx(1.95)
+    assert result["low"] == pytest.approx(m - t_975_3 * sd / 2)
+    assert result["high"] == pytest.approx(m + t_975_3 * sd / 2)
+    assert result["low"] > 0  # every cell favours a, tightly enough
+
+
+def test_paired_difference_interval_includes_zero_when_the_cells_disagree():
+    result = tables.paired_difference([70.0, 60.0, 81.0], [69.0, 62.0, 80.0])
+    assert result["mean"] == pytest.approx(0.0)
+    assert result["low"] < 0 < result["high"]
+    assert tables.paired_difference([70.0, 60.0, 81.0], [69.0, 62.0, 80.0], confidence=0.5)["high"] < result["high"]
+
+
+def test_paired_difference_needs_pairs():
+    assert tables.paired_difference([3.0], [1.0]) == {"mean": 2.0, "low": None, "high": None, "n": 1}
+    with pytest.raises(ValueError, match="same cells"):
+        tables.paired_difference([1.0, 2.0], [1.0])
+    with pytest.raises(ValueError, match="no paired cells"):
+        tables.paired_difference([], [])

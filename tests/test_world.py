@@ -182,14 +182,23 @@ def test_scenes_round_trip_through_json():
 
 
 # ----- what pretraining never shows -----
-def test_only_the_base_to_new_dataset_is_under_warm_light():
+def test_each_dataset_is_under_its_own_light():
+    """Pretraining images have neutral light; a dataset's cast (warm, cool) is its gains jittered per image."""
+    casts = {}
     for name, spec in catalog.CATALOG.items():
         for item in catalog.dataset_items(small(name, (1, 0, 1))):
             gains = np.asarray(item[4].white_balance)
-            if name == "world":
-                assert np.all(np.abs(gains - catalog.WARM_LIGHT) <= catalog.WARM_JITTER)
-            else:
+            if catalog.LIGHTS[spec.lighting] is None:
                 assert np.array_equal(gains, [1.0, 1.0, 1.0])
+            else:
+                assert np.all(np.abs(gains - catalog.LIGHTS[spec.lighting]) <= catalog.LIGHT_JITTER)
+        casts[name] = spec.lighting
+    assert casts["world"] == casts["world_signs"] == "warm" and casts["world_textures"] == "cool"
+    assert casts["world_counts"] == casts["world_shapes"] == "neutral"
+    with pytest.raises(ValueError, match="lighting must be one of"):
+        catalog.sample_class_scene(np.random.default_rng(0), dataclasses.replace(catalog.get_spec("world"),
+                                                                                 lighting="green"), 0)
+
 
 def test_new_classes_are_never_pretraining_images():
     from datasets.world.pretraining import sample_pretraining_scene
@@ -342,3 +351,75 @@ def test_pretraining_is_deterministic():
     assert not torch.equal(first["visual.proj"], other["visual.proj"])
     initial = pretrain.build_model(pretrain.build_parser().parse_args(settings)).state_dict()
     assert not torch.equal(first["visual.proj"], initial["visual.proj"])  # it did train
+
+
+# ----- the suite of base-to-new datasets -----
+@pytest.mark.parametrize("name", catalog.SUITE)
+def test_suite_datasets_split_their_classes_into_base_and_new(name):
+    """Each suite dataset has distinct class names, both halves non-empty, >= 16 shots to draw and >= 100 test
+    images per class; its template names the class once."""
+    spec = catalog.get_spec(name)
+    names = spec.classnames
+    assert len(set(names)) == len(names) >= 10
+    half = (len(names) + 1) // 2
+    base, new = set(names[:half]), set(names[half:])
+    assert base and new and not base & new
+    train, val, test = spec.per_split
+    assert train >= 16 and val >= 1 and test >= 100 and not spec.test_only
+    assert spec.template.count("{}") == 1
+
+
+def test_the_suite_has_datasets_of_different_character():
+    specs = [catalog.get_spec(name) for name in catalog.SUITE]
+    assert len(specs) >= 5
+    assert {spec.kind for spec in specs} == {"object", "count", "texture"}
+    assert len({spec.style for spec in specs}) >= 2
+    assert len({spec.template for spec in specs}) >= 3
+    vocabularies = {tuple(sorted(spec.classes[0])) for spec in specs}
+    assert len(vocabularies) == len(specs)  # each names its classes by other attributes
+
+
+@pytest.mark.parametrize("name", catalog.SUITE)
+def test_suite_datasets_are_the_same_bytes_in_any_order(tmp_path, name):
+    """Rendering a dataset's items in reverse order gives the files written in order, byte for byte."""
+    from PIL import Image
+
+    spec = small(name, (1, 1, 2))
+    catalog.write_dataset(str(tmp_path / "a"), spec)
+    written = folder_bytes(str(tmp_path / "a"))
+    for split, relative, label, _, _, _ in reversed(list(catalog.dataset_items(spec))):
+        index = int(re.search(r"_(\d+)\.png$", relative).group(1))
+        scene = catalog.sample_class_scene(catalog.seeded_rng(catalog.WORLD_SEED, spec.name, split, label, index),
+                                           spec, label)
+        out = tmp_path / "b" / relative
+        out.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(render(scene, catalog.IMAGE_SIZE)).save(out, format="PNG", optimize=False, compress_level=6)
+        assert out.read_bytes() == written[os.path.join(catalog.IMAGE_DIR, relative)]
+
+
+def test_another_image_seed_renders_the_same_classes_with_other_images(tmp_path):
+    spec = small("world_signs", (1, 0, 1))
+    catalog.write_dataset(str(tmp_path / "a"), spec, seed=0)
+    catalog.write_dataset(str(tmp_path / "b"), spec, seed=1)
+    first, other = folder_bytes(str(tmp_path / "a")), folder_bytes(str(tmp_path / "b"))
+    assert json.loads(first[catalog.SPLIT_FILE]) == json.loads(other[catalog.SPLIT_FILE])  # same items and labels
+    pngs = [name for name in first if name.endswith(".png")]
+    assert pngs and all(first[name] != other[name] for name in pngs)
+    assert json.loads(other[catalog.MANIFEST_FILE])["seed"] == 1
+
+
+def test_image_seeds_live_in_their_own_folders(tmp_path, tiny_catalog):
+    root = str(tmp_path / "data")
+    default = catalog.ensure_dataset(root, tiny_catalog.name, log=lambda _: None)
+    seeded = catalog.ensure_dataset(root, tiny_catalog.name, seed=7, log=lambda _: None)
+    assert os.path.basename(default) == tiny_catalog.name
+    assert os.path.basename(seeded) == f"{tiny_catalog.name}_imageseed7"
+    assert folder_bytes(default) != folder_bytes(seeded)
+    # A folder of one seed is never taken for another's.
+    os.rename(seeded, os.path.join(root, "moved"))
+    os.rename(default, seeded)
+    with pytest.raises(catalog.WorldDataError, match="seed differ"):
+        catalog.ensure_dataset(root, tiny_catalog.name, seed=7)
+    for bad in (-1, 1.5, "1", True):
+        with pytest.raises(ValueError, match="non-negative integer"):
+            catalog.folder_name("world", bad)

@@ -30,6 +30,9 @@ class ConfigError(ValueError):
 def add_project_keys(cfg):
     # Base-to-new protocol: which half of the classes to keep ("all", "base" or "new").
     cfg.DATASET.SUBSAMPLE_CLASSES = "all"
+    # The embedded world's datasets: the seed their images are rendered with (the classes stay the same); another
+    # seed measures how much a result depends on the draw of the images (scripts/suite.py --image-seed).
+    cfg.DATASET.WORLD_IMAGE_SEED = 0
     # A local CLIP weights file (.pt JIT archive or state dict) used instead of the named download.
     cfg.MODEL.BACKBONE.PATH = ""
     # Where named CLIP weights are downloaded to (and looked for).
@@ -121,6 +124,7 @@ VALUE_RULES = (
     ("DATALOADER.NUM_WORKERS", lambda v: v >= 0, "zero or a positive number of worker processes"),
     ("DATASET.NUM_SHOTS", lambda v: v >= -1, "-1 or 0 (all images) or a positive number of shots"),
     ("DATASET.SUBSAMPLE_CLASSES", lambda v: v in ("all", "base", "new"), "all, base or new"),
+    ("DATASET.WORLD_IMAGE_SEED", lambda v: isinstance(v, int) and 0 <= v < 2**32, "an integer in [0, 2**32)"),
     ("INPUT.SIZE", _pair_of_positive_ints, "a pair of positive integers, e.g. (224, 224)"),
     ("TRAIN.CHECKPOINT_FREQ", lambda v: v >= 0, "zero (last epoch only) or a positive number of epochs"),
     ("TRAIN.PRINT_FREQ", _positive, "a positive number of batches"),

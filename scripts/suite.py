@@ -1,0 +1,383 @@
+"""The embedded benchmark suite: base-to-new on the world's datasets, averaged like the 11-dataset benchmark, with
+the statistics that say whether one method beats another.
+
+    python3 scripts/suite.py                                   # five trainers x seeds 1 2 3 x the five datasets
+    python3 scripts/suite.py --quick                           # one seed, two datasets: a first look
+    python3 scripts/suite.py --trainers CoOp DualMIPrompt --seeds 1 2 3 -- TRAINER.DUALMIPROMPT.N_CTX 8
+    python3 scripts/suite.py --image-seed 1                    # the same classes rendered with other images
+
+For every dataset, trainer and seed it runs ``scripts/base2new_train.sh`` and ``scripts/base2new_test.sh`` with the
+trainer's ``world`` config (the scripts skip a finished run, so an interrupted suite continues where it stopped; a
+failed run is named with its log and the suite goes on), then reads the runs' ``results.json`` records and prints:
+
+- per dataset and on average over the datasets: base / new accuracy, mean ± standard deviation over the seeds
+  (population form, as the tables tool), and HM of the mean base and mean new accuracies (as the papers);
+- per trainer, the suite-average HM of each seed (the mean over datasets of that seed's HM) with its standard error
+  over the seeds;
+- for every pair of trainers, the paired difference of HM over the (seed, dataset) cells that both have (same seed,
+  hence the same few-shot images), its mean and 95% t interval over those cells.
+
+It writes the table as markdown (``suite.md``), the numbers as JSON (``suite.json``) and a plot of per-dataset HM
+with error bars (``suite.png``) into ``--out`` (default ``$OUTPUT/suite``, or ``$OUTPUT/suite_imageseed<N>``).
+Environment: ``DATA`` (default ``./data``; the datasets are generated there on first use), ``OUTPUT`` (default
+``./output``), ``SHOTS`` (16). ``--image-seed N`` renders the datasets with image seed N (``DATASET.WORLD_IMAGE_SEED``;
+same classes, other images) and keeps its runs under ``$OUTPUT/imageseed<N>``.
+"""
+import argparse
+import datetime
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+sys.path.insert(0, REPO)
+sys.path.insert(0, HERE)
+
+from tables import harmonic_mean, paired_difference  # noqa: E402
+
+from datasets.world.catalog import SUITE  # noqa: E402
+
+TRAINERS = ("ZeroshotCLIP", "CoOp", "CoCoOp", "MaPLe", "DualMIPrompt")
+CONFIG = "world"
+QUICK_DATASETS = ("world", "world_textures")
+QUICK_SEEDS = (1,)
+
+
+class SuiteError(ValueError):
+    """A command line the suite cannot run; the message says what to change."""
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--trainers", nargs="+", default=list(TRAINERS))
+    parser.add_argument("--seeds", nargs="+", type=int, help="default: 1 2 3 (--quick: 1)")
+    parser.add_argument("--datasets", nargs="+", help=f"default: {' '.join(SUITE)} (--quick: {' '.join(QUICK_DATASETS)})")
+    parser.add_argument("--quick", action="store_true", help="one seed and two datasets unless given")
+    parser.add_argument("--image-seed", type=int, default=0,
+                        help="render the datasets with this image seed (same classes, other images); default 0")
+    parser.add_argument("--out", default="", help="folder for suite.md, suite.json and suite.png")
+    parser.add_argument("--no-run", action="store_true", help="only build the tables from the runs already done")
+    parser.add_argument("opts", nargs=argparse.REMAINDER,
+                        help="-- KEY VALUE ...: config overrides passed to every run (as the protocol scripts take)")
+    return parser
+
+
+def resolve(args):
+    """The settings of a suite from the command line: ``(datasets, seeds, overrides)``."""
+    datasets = tuple(args.datasets or (QUICK_DATASETS if args.quick else SUITE))
+    seeds = tuple(args.seeds or (QUICK_SEEDS if args.quick else (1, 2, 3)))
+    unknown = [name for name in datasets if not os.path.isfile(os.path.join(REPO, "configs", "datasets", f"{name}.yaml"))]
+    if unknown:
+        raise SuiteError(f"unknown dataset(s) {', '.join(unknown)}; the suite's datasets are {', '.join(SUITE)}")
+    if len(set(seeds)) != len(seeds) or len(set(datasets)) != len(datasets) or len(set(args.trainers)) != len(args.trainers):
+        raise SuiteError("each trainer, dataset and seed may be named once")
+    if args.image_seed < 0:
+        raise SuiteError(f"--image-seed must be zero or positive; got {args.image_seed}")
+    opts = list(args.opts)
+    if opts[:1] == ["--"]:
+        opts = opts[1:]
+    if len(opts) % 2:
+        raise SuiteError(f"overrides come in KEY VALUE pairs after --; got {' '.join(opts)}")
+    if args.image_seed:
+        opts += ["DATASET.WORLD_IMAGE_SEED", str(args.image_seed)]
+    return datasets, seeds, opts
+
+
+def output_root(image_seed):
+    output = os.environ.get("OUTPUT", "output")
+    output = output if os.path.isabs(output) else os.path.join(REPO, output)
+    return os.path.join(output, f"imageseed{image_seed}") if image_seed else output
+
+
+def available_trainers():
+    """Names registered with Dassl in this checkout (importing ``trainers`` registers them)."""
+    import trainers  # noqa: F401  (registers the trainers)
+    from dassl.engine import TRAINER_REGISTRY
+
+    return set(TRAINER_REGISTRY.registered_names())
+
+
+def missing_reason(trainer, registered):
+    if trainer not in registered:
+        return "not in this checkout (no registered trainer)"
+    if not os.path.isfile(os.path.join(REPO, "configs", "trainers", trainer, f"{CONFIG}.yaml")):
+        return f"no configs/trainers/{trainer}/{CONFIG}.yaml"
+    return ""
+
+
+def run_dirs(output, dataset, shots, trainer, seed):
+    common = os.path.join(dataset, f"shots_{shots}", trainer, CONFIG, f"seed{seed}")
+    return tuple(os.path.join(output, "base2new", step, common) for step in ("train_base", "test_new"))
+
+
+def read_accuracy(folder):
+    """The accuracy of a finished run's record, or None when the run is not finished or its record is unusable."""
+    path = os.path.join(folder, "results.json")
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path) as handle:
+            accuracy = json.load(handle)["accuracy"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if isinstance(accuracy, bool) or not isinstance(accuracy, (int, float)) or not 0 <= accuracy <= 100:
+        return None
+    return float(accuracy)
+
+
+def run_step(script, dataset, seed, trainer, opts, env, log_path):
+    with open(log_path, "a") as log:
+        command = ["bash", f"scripts/{script}", dataset, str(seed), trainer, CONFIG, "--", *opts]
+        log.write(f"$ {' '.join(command)}\n")
+        log.flush()
+        result = subprocess.run(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    return result.returncode == 0
+
+
+def run_all(trainers, datasets, seeds, opts, output, shots, say=print):
+    """Every run of the suite (finished ones are skipped by the scripts): the list of failures, each naming its log."""
+    env = {**os.environ, "OUTPUT": output}
+    log_dir = os.path.join(output, "base2new", "logs")
+    os.makedirs(log_dir, exist_ok=True)
+    failures = []
+    for dataset in datasets:
+        for trainer in trainers:
+            for seed in seeds:
+                log_path = os.path.join(log_dir, f"{dataset}_{trainer}_seed{seed}.log")
+                started = time.time()
+                ok = run_step("base2new_train.sh", dataset, seed, trainer, opts, env, log_path) and \
+                    run_step("base2new_test.sh", dataset, seed, trainer, opts, env, log_path)
+                base, new = (read_accuracy(d) for d in run_dirs(output, dataset, shots, trainer, seed))
+                took = f"[{time.time() - started:.0f} s]"
+                if not ok or base is None or new is None:
+                    failures.append({"dataset": dataset, "trainer": trainer, "seed": seed, "log": log_path})
+                    say(f"{dataset} {trainer} seed {seed}: FAILED, see {log_path}  {took}")
+                else:
+                    say(f"{dataset} {trainer} seed {seed}: base {base:.2f}, new {new:.2f}  {took}")
+    return failures
+
+
+# ----------------------------------------------------------------------------------------------- statistics
+def collect(output, shots, trainers, datasets, seeds):
+    """``{trainer: {dataset: {seed: (base, new)}}}`` for the runs whose two records exist."""
+    found = {}
+    for trainer in trainers:
+        for dataset in datasets:
+            for seed in seeds:
+                base, new = (read_accuracy(d) for d in run_dirs(output, dataset, shots, trainer, seed))
+                if base is not None and new is not None:
+                    found.setdefault(trainer, {}).setdefault(dataset, {})[seed] = (base, new)
+    return found
+
+
+def mean_std(values):
+    return {"mean": statistics.fmean(values), "std": statistics.pstdev(values), "n": len(values)} if values else None
+
+
+def summary(results, trainers, datasets, seeds):
+    """The suite's numbers: per dataset and average (base, new, HM), per-seed suite HM with its standard error, and
+    the paired differences of HM between every two trainers."""
+    rows = {}
+    cells = {}  # trainer -> {(seed, dataset): HM of that seed on that dataset}
+    for trainer in trainers:
+        runs = results.get(trainer, {})
+        per_dataset = {}
+        for dataset in datasets:
+            by_seed = runs.get(dataset, {})
+            base = mean_std([b for b, _ in by_seed.values()])
+            new = mean_std([n for _, n in by_seed.values()])
+            per_dataset[dataset] = {
+                "base": base, "new": new, "seeds": sorted(by_seed),
+                "hm": harmonic_mean(base["mean"], new["mean"]) if base and new else None,
+                "hm_std": statistics.pstdev([harmonic_mean(b, n) for b, n in by_seed.values()]) if by_seed else None,
+            }
+            for seed, (b, n) in by_seed.items():
+                cells.setdefault(trainer, {})[(seed, dataset)] = harmonic_mean(b, n)
+        # Seeds with a run on every dataset make the average (the others are reported as incomplete).
+        full = [seed for seed in seeds if all(seed in runs.get(d, {}) for d in datasets)]
+        avg_base = {s: statistics.fmean(runs[d][s][0] for d in datasets) for s in full}
+        avg_new = {s: statistics.fmean(runs[d][s][1] for d in datasets) for s in full}
+        suite_hm = {s: statistics.fmean(cells[trainer][(s, d)] for d in datasets) for s in full}
+        base, new = mean_std(list(avg_base.values())), mean_std(list(avg_new.values()))
+        se = statistics.stdev(suite_hm.values()) / math.sqrt(len(full)) if len(full) > 1 else None
+        rows[trainer] = {
+            "datasets": per_dataset,
+            "average": {"base": base, "new": new, "seeds": full,
+                        "hm": harmonic_mean(base["mean"], new["mean"]) if base and new else None,
+                        "hm_std": statistics.pstdev(suite_hm.values()) if full else None},
+            "suite_hm_per_seed": {str(s): v for s, v in suite_hm.items()},
+            "suite_hm_mean": statistics.fmean(suite_hm.values()) if full else None,
+            "suite_hm_se": se,
+            "complete": len(full) == len(seeds),
+        }
+    pairs = []
+    for i, first in enumerate(trainers):
+        for second in trainers[i + 1:]:
+            shared = sorted(set(cells.get(first, {})) & set(cells.get(second, {})))
+            if not shared:
+                continue
+            diff = paired_difference([cells[second][c] for c in shared], [cells[first][c] for c in shared])
+            pairs.append({"a": second, "b": first, **diff})
+    return {"trainers": rows, "pairs": pairs}
+
+
+# ----------------------------------------------------------------------------------------------- rendering
+def fmt(stat, digits=2):
+    if stat is None:
+        return "-"
+    if stat["n"] == 1:
+        return f"{stat['mean']:.{digits}f}"
+    return f"{stat['mean']:.{digits}f} ± {stat['std']:.{digits}f}"
+
+
+def fmt_hm(value, std, n):
+    if value is None:
+        return "-"
+    return f"{value:.2f}" if n <= 1 else f"{value:.2f} ± {std:.2f}"
+
+
+def markdown(numbers, trainers, datasets, seeds, footer):
+    lines = ["| dataset | trainer | base | new | HM | seeds |", "|---|---|---|---|---|---|"]
+    for dataset in (*datasets, "average"):
+        for trainer in trainers:
+            row = numbers["trainers"][trainer]
+            part = row["average"] if dataset == "average" else row["datasets"][dataset]
+            n = len(part["seeds"])
+            label = f"**average ({len(datasets)})**" if dataset == "average" else dataset
+            lines.append(f"| {label} | {trainer} | {fmt(part['base'])} | {fmt(part['new'])} | "
+                         f"{fmt_hm(part['hm'], part['hm_std'], n)} | {n}/{len(seeds)} |")
+    lines += ["", "Suite-average HM per seed (mean over datasets of each seed's HM), mean and standard error over seeds:",
+              "", "| trainer | per seed | mean | standard error |", "|---|---|---|---|"]
+    for trainer in trainers:
+        row = numbers["trainers"][trainer]
+        per_seed = ", ".join(f"{v:.2f}" for v in row["suite_hm_per_seed"].values()) or "-"
+        mean = "-" if row["suite_hm_mean"] is None else f"{row['suite_hm_mean']:.2f}"
+        se = "-" if row["suite_hm_se"] is None else f"{row['suite_hm_se']:.2f}"
+        lines.append(f"| {trainer} | {per_seed} | {mean} | {se} |")
+    if numbers["pairs"]:
+        lines += ["", "Paired differences of HM, A - B, over the (seed, dataset) cells both have; 95% t interval:",
+                  "", "| A | B | mean difference | 95% interval | cells | interval excludes 0 |", "|---|---|---|---|---|---|"]
+        for pair in numbers["pairs"]:
+            interval = "-" if pair["low"] is None else f"[{pair['low']:+.2f}, {pair['high']:+.2f}]"
+            excludes = "-" if pair["low"] is None else ("yes" if pair["low"] > 0 or pair["high"] < 0 else "no")
+            lines.append(f"| {pair['a']} | {pair['b']} | {pair['mean']:+.2f} | {interval} | {pair['n']} | {excludes} |")
+    return "\n".join(lines) + "\n\n" + footer + "\n"
+
+
+def plot(numbers, trainers, datasets, path):
+    """Per-dataset HM (and the average) for each trainer, error bars the standard deviation over seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = (*datasets, "average")
+    width = 0.8 / max(len(trainers), 1)
+    fig, ax = plt.subplots(figsize=(max(8, 1.4 * len(groups)), 4.5))
+    for i, trainer in enumerate(trainers):
+        row = numbers["trainers"][trainer]
+        xs, ys, errs = [], [], []
+        for j, group in enumerate(groups):
+            part = row["average"] if group == "average" else row["datasets"][group]
+            if part["hm"] is not None:
+                xs.append(j + (i - (len(trainers) - 1) / 2) * width)
+                ys.append(part["hm"])
+                errs.append(part["hm_std"] if len(part["seeds"]) > 1 else 0.0)
+        ax.bar(xs, ys, width, yerr=errs, capsize=2, label=trainer)
+    ax.set_xticks(range(len(groups)))
+    ax.set_xticklabels(groups, rotation=20, ha="right")
+    ax.set_ylabel("HM of base and new accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(ncol=min(len(trainers), 5), fontsize="small")
+    ax.set_title("Embedded benchmark suite: base-to-new HM (error bars: std over seeds)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def commit():
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
+                               capture_output=True, text=True).stdout.strip()
+        return head + (" (with uncommitted changes)" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def machine():
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as handle:
+            cpu = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} CPU cores"
+
+
+def write_new(path, text):
+    """Write ``text`` to ``path`` through a temporary file, so an interrupted write never leaves half a table."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w") as handle:
+        handle.write(text)
+    os.replace(tmp, path)
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        datasets, seeds, opts = resolve(args)
+    except SuiteError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    output = output_root(args.image_seed)
+    shots = os.environ.get("SHOTS", "16")
+    started = time.time()
+    failures = []
+    trainers = list(args.trainers)
+    if not args.no_run:
+        registered = available_trainers()
+        missing = {t: missing_reason(t, registered) for t in trainers}
+        for trainer, reason in missing.items():
+            if reason:
+                print(f"{trainer}: skipped, {reason}")
+        trainers = [t for t in trainers if not missing[t]]
+        failures = run_all(trainers, datasets, seeds, opts, output, shots)
+    elapsed = time.time() - started
+    numbers = summary(collect(output, shots, trainers, datasets, seeds), trainers, datasets, seeds)
+    footer = (f"Suite: {', '.join(datasets)}; {shots} shots; seeds {' '.join(map(str, seeds))}; image seed "
+              f"{args.image_seed}{'; overrides ' + ' '.join(opts) if opts else ''}. Run on {datetime.date.today()} at "
+              f"commit {commit()} on {machine()}; {elapsed / 60:.1f} min.")
+    text = markdown(numbers, trainers, datasets, seeds, footer)
+    out = args.out or os.path.join(os.path.dirname(output) if args.image_seed else output,
+                                   f"suite_imageseed{args.image_seed}" if args.image_seed else "suite")
+    os.makedirs(out, exist_ok=True)
+    write_new(os.path.join(out, "suite.md"), text)
+    record = {"datasets": list(datasets), "trainers": trainers, "seeds": list(seeds), "shots": int(shots),
+              "image_seed": args.image_seed, "overrides": opts, "date": str(datetime.date.today()), "commit": commit(),
+              "machine": machine(), "elapsed_s": round(elapsed, 1), "failures": failures, **numbers}
+    write_new(os.path.join(out, "suite.json"), json.dumps(record, indent=2) + "\n")
+    if any(numbers["trainers"][t]["datasets"][d]["hm"] is not None for t in trainers for d in datasets):
+        plot(numbers, trainers, datasets, os.path.join(out, "suite.png"))
+    print()
+    print(text)
+    print(f"Written: {out}/suite.md, suite.json, suite.png")
+    if failures:
+        print(f"{len(failures)} run(s) failed:", file=sys.stderr)
+        for failure in failures:
+            print(f"  {failure['dataset']} {failure['trainer']} seed {failure['seed']}: see {failure['log']}",
+                  file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

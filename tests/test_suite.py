@@ -1,0 +1,105 @@
+"""The suite command's statistics, on results records written by the test (no Dassl): per dataset, the average,
+the per-seed suite HM with its standard error, and the paired differences, each against a computation here."""
+import json
+import math
+import os
+import statistics
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts"))
+
+import suite  # noqa: E402
+
+
+def hm(base, new):
+    return 2 * base * new / (base + new)
+
+
+def write_pair(output, dataset, trainer, seed, base, new, shots=16):
+    for folder, accuracy in zip(suite.run_dirs(str(output), dataset, shots, trainer, seed), (base, new)):
+        os.makedirs(folder, exist_ok=True)
+        with open(os.path.join(folder, "results.json"), "w") as handle:
+            json.dump({"accuracy": accuracy}, handle)
+
+
+# (trainer, dataset, seed) -> (base, new)
+RUNS = {
+    ("A", "d1", 1): (80.0, 60.0), ("A", "d1", 2): (82.0, 58.0),
+    ("A", "d2", 1): (50.0, 40.0), ("A", "d2", 2): (54.0, 42.0),
+    ("B", "d1", 1): (78.0, 64.0), ("B", "d1", 2): (79.0, 66.0),
+    ("B", "d2", 1): (49.0, 45.0), ("B", "d2", 2): (50.0, 41.0),
+}
+
+
+@pytest.fixture
+def numbers(tmp_path):
+    for (trainer, dataset, seed), (base, new) in RUNS.items():
+        write_pair(tmp_path, dataset, trainer, seed, base, new)
+    found = suite.collect(str(tmp_path), "16", ["A", "B"], ["d1", "d2"], [1, 2])
+    return suite.summary(found, ["A", "B"], ["d1", "d2"], [1, 2])
+
+
+def test_per_dataset_and_average_rows(numbers):
+    a = numbers["trainers"]["A"]
+    d1 = a["datasets"]["d1"]
+    assert d1["base"]["mean"] == pytest.approx(81.0) and d1["base"]["std"] == pytest.approx(1.0)
+    assert d1["new"]["mean"] == pytest.approx(59.0) and d1["new"]["std"] == pytest.approx(1.0)
+    assert d1["hm"] == pytest.approx(hm(81.0, 59.0))  # HM of the means, as the papers
+    assert d1["hm_std"] == pytest.approx(statistics.pstdev([hm(80, 60), hm(82, 58)]))
+    avg = a["average"]
+    base_by_seed = [(80 + 50) / 2, (82 + 54) / 2]
+    new_by_seed = [(60 + 40) / 2, (58 + 42) / 2]
+    assert avg["base"]["mean"] == pytest.approx(statistics.fmean(base_by_seed))
+    assert avg["base"]["std"] == pytest.approx(statistics.pstdev(base_by_seed))
+    assert avg["hm"] == pytest.approx(hm(statistics.fmean(base_by_seed), statistics.fmean(new_by_seed)))
+    assert a["complete"] is True
+
+
+def test_suite_hm_per_seed_and_its_standard_error(numbers):
+    per_seed = {s: statistics.fmean(hm(*RUNS[("B", d, s)]) for d in ("d1", "d2")) for s in (1, 2)}
+    b = numbers["trainers"]["B"]
+    assert b["suite_hm_per_seed"] == {str(s): pytest.approx(v) for s, v in per_seed.items()}
+    assert b["suite_hm_se"] == pytest.approx(statistics.stdev(per_seed.values()) / math.sqrt(2))
+
+
+def test_paired_difference_is_over_the_seed_dataset_cells(numbers):
+    (pair,) = numbers["pairs"]
+    assert (pair["a"], pair["b"]) == ("B", "A")
+    cells = [(d, s) for s in (1, 2) for d in ("d1", "d2")]
+    diffs = [hm(*RUNS[("B", d, s)]) - hm(*RUNS[("A", d, s)]) for d, s in cells]
+    assert pair["n"] == 4
+    assert pair["mean"] == pytest.approx(statistics.fmean(diffs))
+    half = 3.182446305284263 * statistics.stdev(diffs) / 2  # t(0.975, 3) * sd / sqrt(4)
+    assert (pair["low"], pair["high"]) == (pytest.approx(pair["mean"] - half), pytest.approx(pair["mean"] + half))
+
+
+def test_a_missing_run_leaves_the_average_incomplete_and_out_of_the_pairs(tmp_path):
+    for (trainer, dataset, seed), (base, new) in RUNS.items():
+        if (trainer, dataset, seed) != ("A", "d2", 2):
+            write_pair(tmp_path, dataset, trainer, seed, base, new)
+    # An unusable record counts as missing, never as a number.
+    write_pair(tmp_path, "d2", "A", 2, "75.8", 40.0)
+    numbers = suite.summary(suite.collect(str(tmp_path), "16", ["A", "B"], ["d1", "d2"], [1, 2]), ["A", "B"],
+                            ["d1", "d2"], [1, 2])
+    a = numbers["trainers"]["A"]
+    assert a["complete"] is False and a["average"]["seeds"] == [1]
+    assert a["suite_hm_se"] is None
+    assert numbers["pairs"][0]["n"] == 3
+    text = suite.markdown(numbers, ["A", "B"], ["d1", "d2"], [1, 2], "footer")
+    assert "| d2 | A | 50.00 | 40.00 | 44.44 | 1/2 |" in text
+    assert "| **average (2)** | A | 65.00 | 50.00 | 56.52 | 1/2 |" in text
+
+
+def test_command_line_settings(tmp_path):
+    parse = suite.build_parser().parse_args
+    assert suite.resolve(parse([])) == (suite.SUITE, (1, 2, 3), [])
+    assert suite.resolve(parse(["--quick"]))[:2] == (suite.QUICK_DATASETS, (1,))
+    assert suite.resolve(parse(["--image-seed", "2", "--", "OPTIM.MAX_EPOCH", "1"]))[2] == [
+        "OPTIM.MAX_EPOCH", "1", "DATASET.WORLD_IMAGE_SEED", "2"]
+    for bad, message in ((["--datasets", "nowhere"], "unknown dataset"), (["--seeds", "1", "1"], "once"),
+                         (["--image-seed", "-1"], "zero or positive"), (["--", "OPTIM.LR"], "KEY VALUE")):
+        with pytest.raises(suite.SuiteError, match=message):
+            suite.resolve(parse(bad))
+    assert suite.main(["--datasets", "nowhere"]) == 2
