@@ -10,9 +10,17 @@ DEFAULT_SEEDS="1 2 3"
 # The 11 datasets of the base-to-new and few-shot benchmarks, in the papers' order.
 BENCHMARK_DATASETS="imagenet caltech101 oxford_pets stanford_cars oxford_flowers food101 fgvc_aircraft sun397 dtd eurosat ucf101"
 # Cross-dataset transfer: the ImageNet model evaluated on the 10 others; domain generalisation: on the 4 variants.
-XD_SOURCE=imagenet
-XD_TARGETS="caltech101 oxford_pets stanford_cars oxford_flowers food101 fgvc_aircraft sun397 dtd eurosat ucf101"
-DG_TARGETS="imagenetv2 imagenet_sketch imagenet_a imagenet_r"
+# XD_SOURCE=world runs both protocols on the embedded world instead: the world model evaluated on the suite's other
+# datasets (other vocabularies) and on the world's classes drawn in three other styles.
+XD_SOURCE=${XD_SOURCE:-imagenet}
+case "$XD_SOURCE" in
+    world)
+        XD_TARGETS="world_shapes world_textures world_counts world_signs"
+        DG_TARGETS="world_sketch world_mosaic world_neon" ;;
+    *)
+        XD_TARGETS="caltech101 oxford_pets stanford_cars oxford_flowers food101 fgvc_aircraft sun397 dtd eurosat ucf101"
+        DG_TARGETS="imagenetv2 imagenet_sketch imagenet_a imagenet_r" ;;
+esac
 
 # default_config TRAINER DATASET PROTOCOL -> the config file name (without .yaml) used when none is given.
 # DATASET is the dataset the model is trained on (ImageNet for every cross-dataset evaluation); SHOTS is set.

@@ -64,6 +64,16 @@ BENCHMARK = tuple(name for name, _, _ in DATASET_CATALOGUE[:11])
 XD_SOURCE = "ImageNet"
 XD_TARGETS = BENCHMARK[1:]
 DG_TARGETS = tuple(name for name, _, _ in DATASET_CATALOGUE[11:])
+# The cross-dataset sources: (its cross-dataset targets, its domain-generalisation targets, the scripts' XD_SOURCE).
+# The embedded world's model transfers to the suite's other datasets and to the world drawn in three other styles.
+TRANSFER_SOURCES = {
+    XD_SOURCE: (XD_TARGETS, DG_TARGETS, "imagenet"),
+    "World": (("WorldShapes", "WorldTextures", "WorldCounts", "WorldSigns"), ("WorldSketch", "WorldMosaic", "WorldNeon"),
+              "world"),
+}
+# The world's datasets follow the real ones, in the suite's order.
+ORDER.update({name: len(ORDER) + i for i, name in enumerate(("World", *TRANSFER_SOURCES["World"][0],
+                                                              *TRANSFER_SOURCES["World"][1]))})
 # Methods appear in this order (then the others alphabetically) unless --method gives an order.
 TRAINER_ORDER = ("ZeroshotCLIP", "ZeroshotCLIP2", "CoOp", "CoCoOp", "MaPLe", "DualMIPrompt")
 INCOMPLETE_MARK = "*"
@@ -482,22 +492,36 @@ def shots_text(protocol):
 
 
 # ----- cross-dataset and domain generalisation
+def transfer_source(protocol):
+    """The source dataset of a cross-dataset protocol's records: the one whose targets they hold (ImageNet unless
+    only the world's are there). Two sources in one folder are refused: their averages would mix."""
+    found = {r["dataset"] for r in protocol.records}
+    sources = [s for s, (xd, dg, _) in TRANSFER_SOURCES.items() if found & {s, *xd, *dg}]
+    if len(sources) > 1:
+        raise TablesError(f"{protocol.name}: records of several cross-dataset sources ({', '.join(sources)}); point the "
+                          "tool at the output folder of one of them.")
+    return sources[0] if sources else XD_SOURCE
+
+
 def transfer_table(protocol, name):
     opts = protocol.options
     is_dg = name == "dg"
-    targets = protocol.datasets(lambda d: d in DG_TARGETS if is_dg else (d != XD_SOURCE and d not in DG_TARGETS))
+    source = transfer_source(protocol)
+    xd_targets, dg_targets, source_key = TRANSFER_SOURCES[source]
+    targets = protocol.datasets(lambda d: d in dg_targets if is_dg else (d != source and d not in dg_targets))
     if not targets:
         return None
     seeds = protocol.seeds
     paper_rows = published.DOMAIN_GENERALIZATION if is_dg else published.CROSS_DATASET
     paper_average = published.DOMAIN_GENERALIZATION_AVERAGE if is_dg else published.CROSS_DATASET_AVERAGE
-    standard = DG_TARGETS if is_dg else XD_TARGETS
-    source = published.SOURCES[name]
-    papers = list(paper_rows) if opts.published else []
+    standard = dg_targets if is_dg else xd_targets
+    published_source = published.SOURCES[name]
+    papers = list(paper_rows) if opts.published and source == XD_SOURCE else []
     title = ("Domain generalisation" if is_dg else "Cross-dataset transfer") + \
-        f" (trained on ImageNet, {shots_text(protocol)}), accuracy (%)"
-    table = Table(name, title, ["Method", f"{label_of(XD_SOURCE)} (source)", *map(label_of, targets), "Average"])
-    columns = [XD_SOURCE, *targets]
+        f" (trained on {label_of(source)}, {shots_text(protocol)}), accuracy (%)"
+    table = Table(name, title, ["Method", f"{label_of(source)} (source)", *map(label_of, targets), "Average"])
+    columns = [source, *targets]
+    env = () if source == XD_SOURCE else (f"XD_SOURCE={source_key}",)
     script = "dg.sh" if is_dg else "xd.sh"
     for kind, method in interleave(protocol.methods, protocol.trainer, papers):
         if kind == "published":
@@ -517,24 +541,24 @@ def transfer_table(protocol, name):
             stats = {d: summarise(per[d], seeds) for d in columns}
             average, _ = average_over({d: per[d] for d in targets}, stats, seeds)
             cells, label = [stats[d] for d in columns] + [average], method
-            lacking_source = tuple(s for s in seeds if s not in stats[XD_SOURCE].seeds)
+            lacking_source = tuple(s for s in seeds if s not in stats[source].seeds)
             if lacking_source:
-                table.missing.append(Missing(method, XD_SOURCE, "no ImageNet model (xd_train)", lacking_source,
-                                             protocol.command(script, method, targets, lacking_source)))
+                table.missing.append(Missing(method, source, f"no {label_of(source)} model (xd_train)", lacking_source,
+                                             protocol.command(script, method, targets, lacking_source, env)))
             for d in targets:
                 lacking = tuple(s for s in seeds if s not in stats[d].seeds)
                 if lacking:
                     table.missing.append(Missing(method, d, "no evaluation (xd_test)", lacking,
-                                                 protocol.command(script, method, [d], lacking)))
+                                                 protocol.command(script, method, [d], lacking, env)))
         table.rows.append([label, *cells])
         for d, stat in zip([*columns, "Average"], cells):
             if stat.mean is not None or not stat.published:
                 table.tidy.append(tidy_row(name, d, label, stat, "accuracy", protocol.shots,
-                                           source if stat.published else ""))
+                                           published_source if stat.published else ""))
     table.notes.append(f"Average: over the {len(targets)} target dataset{'s' if len(targets) != 1 else ''} "
                        "(the source is not in it).")
     if papers:
-        table.notes.append(f"(published): {source}.")
+        table.notes.append(f"(published): {published_source}.")
     return table
 
 

@@ -175,7 +175,12 @@ def test_gradients_reach_context_and_critics_only(clip_model, critic):
 
 
 def test_fixed_temperature_is_not_learned(clip_model):
-    dual = build(clip_model, learn_kappa=False)
+    """LEARN_KAPPA fixes the dual-view temperature, VIS_LEARN_KAPPA the visual one, each on its own."""
+    assert learned_names(build(clip_model, learn_kappa=False)) == ["prompt_learner.ctx",
+                                                                    "vis_critic.temperature.log_kappa"]
+    assert learned_names(build(clip_model, vis_learn_kappa=False)) == ["prompt_learner.ctx",
+                                                                        "text_critic.temperature.log_kappa"]
+    dual = build(clip_model, learn_kappa=False, vis_learn_kappa=False)
     assert learned_names(dual) == ["prompt_learner.ctx"]
     _, _, extra = dual.training_loss(images(), LABELS)
     assert float(extra["kappa_text"]) == pytest.approx(0.07) and float(extra["kappa_vis"]) == pytest.approx(0.01)
@@ -290,3 +295,95 @@ def test_class_specific_context(clip_model):
 def test_bad_options_are_refused_with_the_key_named(options, message):
     with pytest.raises(ValueError, match=message):
         DualMIOptions(**options)
+
+
+# ----- the options that keep the dual view alive (each off by default) -----
+def test_with_the_new_options_off_the_loss_is_the_sum_of_the_original_terms(clip_model):
+    dual = build(clip_model)
+    same_context(dual)
+    torch.manual_seed(3)
+    loss, logits, extra = dual.training_loss(images(), LABELS)
+    options = dual.options
+    expected = extra["loss_ce"] + options.w_text_mi * extra["loss_tmi"] + options.w_vis_mi * extra["loss_vmi"]
+    assert float(loss) == pytest.approx(float(expected), rel=1e-6)
+    assert set(dual.last_terms) == {"ce", "text_mi", "vis_mi"}
+    assert "loss_align" not in extra and "loss_consist" not in extra
+
+
+def test_alignment_term_is_one_minus_the_mean_cosine(clip_model):
+    dual = build(clip_model, w_text_mi=0.0, w_vis_mi=0.0, w_align=8.0)
+    same_context(dual)
+    loss, _, extra = dual.training_loss(images(), LABELS)
+    with torch.no_grad():
+        soft = dual.soft_features().double()
+        hand = dual.hand_crafted_features().double()
+    cosines = [float(F.cosine_similarity(soft[c], hand[c], dim=0)) for c in range(len(BASE))]
+    expected = 1 - sum(cosines) / len(cosines)
+    assert float(extra["loss_align"]) == pytest.approx(expected, rel=1e-5)
+    assert float(extra["cos_soft_hand"]) == pytest.approx(1 - expected, rel=1e-5)
+    assert float(loss) == pytest.approx(float(extra["loss_ce"]) + 8.0 * expected, rel=1e-5)
+
+
+def kl_rows(features, soft, hand, scale):
+    """KL(softmax(scale x.h) || softmax(scale x.s)) per image, written out."""
+    total = 0.0
+    for x in features.double():
+        p = torch.softmax(scale * hand.double() @ x, 0)
+        q = torch.softmax(scale * soft.double() @ x, 0)
+        total += float((p * (p.log() - q.log())).sum())
+    return total / len(features)
+
+
+@pytest.mark.parametrize("with_visual", [False, True])
+def test_consistency_term_is_the_kl_from_the_hand_crafted_view(clip_model, with_visual):
+    dual = build(clip_model, w_text_mi=0.0, w_vis_mi=0.5 if with_visual else 0.0, w_consist=2.0)
+    same_context(dual)
+    x = images()
+    torch.manual_seed(5)
+    _, _, extra = dual.training_loss(x, LABELS)
+    with torch.no_grad():
+        features = dual.encode_image(x)
+        soft, hand, scale = dual.soft_features(), dual.hand_crafted_features(), float(dual.logit_scale)
+        expected = kl_rows(features, soft, hand, scale)
+        if with_visual:
+            torch.manual_seed(5)
+            plan = plan_mix(LABELS, "inter", 1.0)
+            mixed = F.normalize(plan.lam[:, None] * features + (1 - plan.lam[:, None]) * features[plan.partners], dim=-1)
+            expected += kl_rows(mixed, soft, hand, scale)
+    assert float(extra["loss_consist"]) == pytest.approx(expected, rel=1e-4)
+    assert float(dual.last_terms["consist"]) == pytest.approx(2.0 * expected, rel=1e-4)
+
+
+@pytest.mark.parametrize("term, options", [
+    ("text_mi", dict(w_vis_mi=0.0)), ("vis_mi", dict(w_text_mi=0.0)), ("align", dict(w_align=1.0)),
+    ("consist", dict(w_consist=1.0)),
+])
+def test_each_term_sends_its_own_gradient_to_the_context(clip_model, term, options):
+    """The norm reported for a term is that of the gradient its formula gives the context (a detached soft view
+    in any one term would make it zero)."""
+    dual = build(clip_model, **options)
+    same_context(dual)
+    torch.manual_seed(2)
+    dual.training_loss(images(), LABELS)
+    norms = dual.context_gradient_norms()
+    (grad,) = torch.autograd.grad(dual.last_terms[term], dual.prompt_learner.ctx, retain_graph=True)
+    assert norms[f"grad_ctx_{term}"] == pytest.approx(float(grad.norm()), rel=1e-6)
+    assert norms[f"grad_ctx_{term}"] > 0 and norms["grad_ctx_ce"] > 0
+
+
+def test_a_temperature_at_its_floor_is_reported(clip_model):
+    dual = build(clip_model, w_vis_mi=0.0, kappa_init=0.05, kappa_floor=0.05)
+    _, _, extra = dual.training_loss(images(), LABELS)
+    assert extra["kappa_text_at_floor"] == 1.0 and float(extra["kappa_text"]) == pytest.approx(0.05)
+    with torch.no_grad():
+        dual.text_critic.temperature.log_kappa.fill_(math.log(0.01))  # below the floor: held there
+    _, _, extra = dual.training_loss(images(), LABELS)
+    assert extra["kappa_text_at_floor"] == 1.0 and float(extra["kappa_text"]) == pytest.approx(0.05)
+    _, _, extra = build(clip_model, w_vis_mi=0.0).training_loss(images(), LABELS)
+    assert extra["kappa_text_at_floor"] == 0.0
+    assert extra["mi_ceiling_text"] == pytest.approx(math.log(len(BASE)))
+    with pytest.raises(ValueError, match="at most the initial temperature"):
+        build(clip_model, kappa_init=0.01, kappa_floor=0.02)
+    for bad in (dict(w_align=-1.0), dict(w_consist=-0.5), dict(kappa_floor=0.0)):
+        with pytest.raises(ValueError):
+            DualMIOptions(**bad)

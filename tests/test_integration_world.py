@@ -113,3 +113,25 @@ def test_other_world_datasets_build_through_dassl(world_env, name):
         assert [d.impath for d in dataset.train_x] == [d.impath for d in dataset.test]
     else:
         assert len(dataset.train_x) == len(spec.classes) * spec.per_split[0]
+
+
+def test_cross_dataset_and_domain_generalisation_on_the_world(world_env, tmp_path):
+    """XD_SOURCE=world: the world model (one epoch, 2 shots) evaluated on another suite dataset and on a DG
+    rendering, through the real scripts; the tables tool makes both transfer tables with the world as source."""
+    env = {**world_env, "SHOTS": "2", "XD_SOURCE": "world", "SEEDS": "1"}
+    output = world_env["OUTPUT"]
+    run_command(["bash", "scripts/xd.sh", "CoOp", "--", "OPTIM.MAX_EPOCH", "1"],
+                env={**env, "DATASETS": "world_shapes"})
+    run_command(["bash", "scripts/dg.sh", "CoOp", "--", "OPTIM.MAX_EPOCH", "1"], env={**env, "DATASETS": "world_sketch"})
+    source = read_record(os.path.join(output, "xd/world/CoOp/world_2shots/seed1"))
+    assert (source["dataset"], source["subsample"], source["num_classes"], source["eval_only"]) == (
+        "World", "all", 40, False)
+    for dataset, name, classes in (("world_shapes", "WorldShapes", 10), ("world_sketch", "WorldSketch", 40)):
+        record = read_record(os.path.join(output, f"xd/evaluation/CoOp/world_2shots/{dataset}/seed1"))
+        assert (record["dataset"], record["num_classes"], record["eval_only"], record["protocol"]) == (
+            name, classes, True, "xd")
+    run_command([sys.executable, "scripts/tables.py", os.path.join(output, "xd"), "--out", str(tmp_path)])
+    xd_table = (tmp_path / "xd.md").read_text()
+    dg_table = (tmp_path / "dg.md").read_text()
+    assert "trained on World" in xd_table and "WorldShapes" in xd_table and "WorldSketch" not in xd_table
+    assert "trained on World" in dg_table and "WorldSketch" in dg_table and "WorldShapes" not in dg_table

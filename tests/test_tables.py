@@ -269,6 +269,27 @@ def test_published_transfer_averages_when_all_targets_are_present(tmp_path):
     assert next(r for r in dg.rows if r[0] == "MaPLe (published)")[-1].mean == 60.27
 
 
+def test_transfer_tables_with_the_world_as_source(tmp_path):
+    """Records of the world's cross-dataset runs make World-sourced tables with no published rows; a missing run's
+    command names XD_SOURCE=world; ImageNet and World records in one folder are refused."""
+    xd_targets, dg_targets, _ = tables.TRANSFER_SOURCES["World"]
+    for seed in (1, 2):
+        for dataset in ("World", *xd_targets, *dg_targets):
+            if (dataset, seed) != ("WorldSigns", 2):
+                write(tmp_path, f"xd/{dataset}/{seed}", dataset, "CoOp", seed, 40.0 + seed, protocol="xd", config="world")
+    xd = build(tmp_path, "xd")
+    assert xd.header == ["Method", "World (source)", *xd_targets, "Average"]
+    assert "trained on World" in xd.title and [r[0] for r in xd.rows] == ["CoOp"]
+    assert [(m.dataset, m.seeds) for m in xd.missing] == [("WorldSigns", (2,))]
+    assert xd.missing[0].command == "XD_SOURCE=world SEEDS=2 DATASETS=world_signs bash scripts/xd.sh CoOp world"
+    dg = build(tmp_path, "dg")
+    assert dg.header == ["Method", "World (source)", *dg_targets, "Average"]
+    write(tmp_path, "xd/imagenet", "ImageNet", "CoOp", 1, 70.0, protocol="xd", config="world")
+    records, _ = tables.find_records([str(tmp_path)])
+    _, errors = tables.build_tables(records, ["xd"], tables.Options())
+    assert len(errors) == 1 and "several cross-dataset sources (ImageNet, World)" in errors[0]
+
+
 def test_fewshot_table(tmp_path):
     values = {("CoOp", 1): {1: 70.0, 2: 72.0}, ("CoOp", 2): {1: 75.0}, ("ZeroshotCLIP", 0): {1: 65.0, 2: 65.0}}
     for dataset, offset in (("DescribableTextures", 0.0), ("Caltech101", 20.0)):

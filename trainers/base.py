@@ -131,6 +131,7 @@ class PromptTrainer(TrainerX):
 
     CONFIG_KEY = None
     MODEL_NAME = "prompt_learner"
+    epoch_averages = ()  # per-epoch averages of what training logs; a list from before_train on (eval-only: none)
 
     @property
     def tcfg(self):
@@ -198,10 +199,17 @@ class PromptTrainer(TrainerX):
         """``(loss, logits, extra)``: the total loss, the classification logits, and extra scalars to log."""
         return self.model.training_loss(images, labels)
 
+    def step_diagnostics(self):
+        """Extra scalars measured on the last batch of each epoch, before the optimiser step (e.g. what each loss
+        term sends to the learned parameters); none by default."""
+        return {}
+
     def forward_backward(self, batch):
         images, labels = self.parse_batch_train(batch)
         with self.autocast():
             loss, logits, extra = self.compute_loss(images, labels)
+        if self.batch_idx + 1 == self.num_batches:
+            extra = {**extra, **self.step_diagnostics()}
         self.optimize(loss)
         summary = {"loss": loss.item(), "acc": compute_accuracy(logits, labels)[0].item()}
         summary.update({key: float(value) for key, value in extra.items()})
@@ -245,8 +253,11 @@ class PromptTrainer(TrainerX):
               + " ".join(f"{name} {meter.avg:.4f}" for name, meter in meters.items()))
         for name, meter in meters.items():
             self.write_scalar(f"epoch/{name}", meter.avg, self.epoch + 1)
+        averages = {name: round(float(meter.avg), 6) for name, meter in meters.items()}
+        self.epoch_averages.append({"epoch": self.epoch + 1, **averages})
 
     def before_train(self):
+        self.epoch_averages = []  # one dict per epoch trained by this process (the record summarises them)
         super().before_train()
         self.train_started = time.time()
 
@@ -308,6 +319,9 @@ class PromptTrainer(TrainerX):
             "config_sha256": config_fingerprint(cfg),
             "versions": library_versions(),
         }
+        history = self.epoch_averages
+        if history:  # what training logged, first and last epoch of this process (per-epoch: tensorboard, log.txt)
+            record["training"] = {"first_epoch": history[0], "last_epoch": history[-1]}
         path = write_record(cfg.OUTPUT_DIR, record)
         print(f"Results record written to {path}")
 

@@ -41,6 +41,19 @@ class DualMIPrompt(PromptTrainer):
         print(f"MI terms: {', '.join(active) or 'none (CoOp)'}; inference beta {options.infer_beta}")
         return model
 
+    def step_diagnostics(self):
+        return self.model.context_gradient_norms()
+
+    def log_epoch_averages(self):
+        super().log_epoch_averages()
+        meters = self.epoch_meter.meters
+        for term, key, floor in (("dual-view", "kappa_text_at_floor", "KAPPA_FLOOR"),
+                                 ("visual", "kappa_vis_at_floor", "VIS_KAPPA_FLOOR")):
+            if key in meters and meters[key].avg > 0:
+                print(f"WARNING: the {term} critic's temperature sat at its floor ({floor}) in "
+                      f"{100 * meters[key].avg:.0f}% of this epoch's steps; its gradient is zero there. Lower the floor, "
+                      "or fix the temperature (LEARN_KAPPA / VIS_LEARN_KAPPA False).")
+
     def build_model(self):
         super().build_model()
         if self.model.uses_hand_crafted_view:

@@ -25,8 +25,9 @@ CRITICS = ("cosine", "bilinear", "mlp")
 MIX_MODES = ("inter", "intra")
 MIX_SPACES = ("feature", "pixel")
 
-# A learnable temperature may not fall below this: scores stay within 1/KAPPA_MIN = 200 (twice CLIP's own largest
-# logit scale), so the critic cannot sharpen itself into overflow.
+# The default floor of a learnable temperature: scores stay within 1/KAPPA_MIN = 200 (twice CLIP's own largest
+# logit scale), so the critic cannot sharpen itself into overflow. Each critic may set its own (KAPPA_FLOOR,
+# VIS_KAPPA_FLOOR); a temperature held at its floor is reported (``at_floor``), never silent.
 KAPPA_MIN = 0.005
 
 
@@ -36,12 +37,16 @@ def check_choice(name, value, choices):
 
 
 class Temperature(nn.Module):
-    """``kappa`` (> 0), stored as its logarithm so that a learnable one stays positive."""
+    """``kappa`` (> 0), stored as its logarithm so that a learnable one stays positive; never below ``floor``."""
 
-    def __init__(self, init=0.07, learnable=True):
+    def __init__(self, init=0.07, learnable=True, floor=KAPPA_MIN):
         super().__init__()
         if not init > 0:
             raise ValueError(f"The critic temperature (KAPPA_INIT / VIS_KAPPA_INIT) must be positive; got {init}")
+        if not 0 < floor <= init:
+            raise ValueError(f"A temperature floor (KAPPA_FLOOR / VIS_KAPPA_FLOOR) must be positive and at most the "
+                             f"initial temperature {init}; got {floor}")
+        self.floor = float(floor)
         log_kappa = torch.tensor(math.log(init), dtype=torch.float32)
         if learnable:
             self.log_kappa = nn.Parameter(log_kappa)
@@ -49,15 +54,19 @@ class Temperature(nn.Module):
             self.register_buffer("log_kappa", log_kappa, persistent=False)
 
     def forward(self):
-        return self.log_kappa.exp().clamp(min=KAPPA_MIN)
+        return self.log_kappa.exp().clamp(min=self.floor)
+
+    def at_floor(self):
+        """1.0 while the temperature is held at its floor (its gradient is then zero), else 0.0."""
+        return float(self.log_kappa.detach().exp() <= self.floor * (1 + 1e-6))
 
 
 class CosineCritic(nn.Module):
     """``T(a, b) = cos(a, b) / kappa``: no parameters besides a learnable ``kappa``."""
 
-    def __init__(self, dim, kappa_init=0.07, learn_kappa=True, hidden=0):
+    def __init__(self, dim, kappa_init=0.07, learn_kappa=True, hidden=0, kappa_floor=KAPPA_MIN):
         super().__init__()
-        self.temperature = Temperature(kappa_init, learn_kappa)
+        self.temperature = Temperature(kappa_init, learn_kappa, kappa_floor)
 
     def project(self, a, b):
         return F.normalize(a, dim=-1), F.normalize(b, dim=-1)
@@ -71,10 +80,10 @@ class BilinearCritic(nn.Module):
     """``T(a, b) = a^T W b / kappa`` with ``W`` initialised to the identity (so it starts as the cosine critic on
     the unit-norm features it receives)."""
 
-    def __init__(self, dim, kappa_init=0.07, learn_kappa=True, hidden=0):
+    def __init__(self, dim, kappa_init=0.07, learn_kappa=True, hidden=0, kappa_floor=KAPPA_MIN):
         super().__init__()
         self.weight = nn.Parameter(torch.eye(dim))
-        self.temperature = Temperature(kappa_init, learn_kappa)
+        self.temperature = Temperature(kappa_init, learn_kappa, kappa_floor)
 
     def forward(self, a, b):
         return a.float() @ self.weight @ b.float().t() / self.temperature()
@@ -101,8 +110,8 @@ class MLPCritic(CosineCritic):
     of comparing two random projections.
     """
 
-    def __init__(self, dim, kappa_init=0.07, learn_kappa=True, hidden=128):
-        super().__init__(dim, kappa_init, learn_kappa)
+    def __init__(self, dim, kappa_init=0.07, learn_kappa=True, hidden=128, kappa_floor=KAPPA_MIN):
+        super().__init__(dim, kappa_init, learn_kappa, kappa_floor=kappa_floor)
         if hidden < 1:
             raise ValueError(f"The mlp critic needs CRITIC_HIDDEN >= 1 hidden units; got {hidden}")
         self.head_a = ResidualHead(dim, hidden)
@@ -115,9 +124,9 @@ class MLPCritic(CosineCritic):
 _CRITIC_CLASSES = {"cosine": CosineCritic, "bilinear": BilinearCritic, "mlp": MLPCritic}
 
 
-def build_critic(kind, dim, kappa_init=0.07, learn_kappa=True, hidden=128):
+def build_critic(kind, dim, kappa_init=0.07, learn_kappa=True, hidden=128, kappa_floor=KAPPA_MIN):
     check_choice("CRITIC", kind, CRITICS)
-    return _CRITIC_CLASSES[kind](dim, kappa_init, learn_kappa, hidden)
+    return _CRITIC_CLASSES[kind](dim, kappa_init, learn_kappa, hidden, kappa_floor)
 
 
 def negative_mask(n, same=None, device=None):
@@ -157,6 +166,13 @@ def donsker_varadhan(scores, negatives):
 
 
 _ESTIMATOR_FUNCTIONS = {"infonce": infonce, "jsd": jsd, "dv": donsker_varadhan}
+
+
+def mi_ceiling(estimator, candidates):
+    """The largest value an estimator's bound can certify with ``candidates`` items per row (positive included):
+    ``log candidates`` for InfoNCE, ``log 2`` for the JSD bound; None for Donsker-Varadhan (unbounded)."""
+    check_choice("ESTIMATOR", estimator, ESTIMATORS)
+    return {"infonce": math.log(candidates) if candidates > 1 else 0.0, "jsd": math.log(2), "dv": None}[estimator]
 
 
 def mi_loss(scores, estimator="infonce", same=None):
