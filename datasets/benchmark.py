@@ -13,6 +13,7 @@ from .splits import (
     load_or_build_fewshot,
     read_split_file,
     subsample_classes,
+    validation_task,
 )
 
 DATASETS_DOC = "README.md, section 'Datasets'"
@@ -40,6 +41,7 @@ class BenchmarkDataset(DatasetBase):
     split_file_id = ""
     template = "a photo of a {}."
     ensemble_adds_template = True
+    ensemble_templates = ()  # the dataset's own template ensemble; empty: CLIP's (trainers/templates.py)
     test_only = False
     val_is_test = False  # ImageNet: no separate validation set
     generated = False  # made by the toolbox itself on first use (the embedded world): nothing to download
@@ -58,11 +60,22 @@ class BenchmarkDataset(DatasetBase):
         if self.test_only:
             train, val = test, None
         num_shots = cfg.DATASET.NUM_SHOTS
+        full_train, full_val = train, val
         if num_shots >= 1 and not self.test_only:
             train, val = self.fewshot(train, val, num_shots, cfg.SEED)
         if self.val_is_test:
             val = test
-        train, val, test = subsample_classes(train, val, test, subsample=cfg.DATASET.SUBSAMPLE_CLASSES)
+        if cfg.DATASET.VAL_FOLD:
+            if self.test_only or self.val_is_test:
+                raise DatasetLayoutError(f"DATASET.VAL_FOLD: {type(self).__name__} has no held-out training images to "
+                                         "validate on (test-only dataset, or its validation split is its test split).")
+            try:
+                train, val, test = validation_task(full_train, full_val, train, cfg.DATASET.SUBSAMPLE_CLASSES,
+                                                   cfg.DATASET.VAL_FOLD, cfg.DATASET.VAL_FOLDS)
+            except ValueError as err:
+                raise DatasetLayoutError(str(err)) from None
+        else:
+            train, val, test = subsample_classes(train, val, test, subsample=cfg.DATASET.SUBSAMPLE_CLASSES)
         super().__init__(train_x=to_datums(train), val=to_datums(val) if val else None, test=to_datums(test))
 
     def bind_root(self, root):

@@ -6,6 +6,8 @@ The rules reproduce CoOp's so that published numbers stay comparable:
   sampled afterwards from the same stream with ``min(k, 4)`` shots;
 - base/new: the labels present in the training list, sorted; the first ``ceil(n / 2)`` are base, the rest new,
   each relabelled from 0 in order.
+Validation folds (``validation_task``) split the base classes again, for choosing hyperparameters without a test
+image or a new class.
 """
 import hashlib
 import json
@@ -13,6 +15,8 @@ import math
 import os
 import random
 from collections import namedtuple
+
+import numpy as np
 
 Item = namedtuple("Item", "impath label classname")
 
@@ -110,6 +114,58 @@ def subsample_classes(*splits, subsample="all"):
         None if split is None else [item._replace(label=relabel[item.label]) for item in split if item.label in relabel]
         for split in splits
     )
+
+
+# The fixed seed of the pseudo-base / pseudo-new partition of the base classes: the folds are the same for every
+# run, trainer and seed, so a hyperparameter is always compared on the same tasks.
+VALIDATION_SEED = 20231
+
+
+def validation_folds(base_labels, folds):
+    """The base labels cut into ``folds`` groups after a fixed shuffle; fold ``k`` holds out group ``k - 1``
+    as its pseudo-new classes."""
+    if folds < 2:
+        raise ValueError(f"DATASET.VAL_FOLDS must be at least 2; got {folds}")
+    if len(base_labels) < 2 * folds:
+        raise ValueError(f"{len(base_labels)} base classes are too few for {folds} validation folds "
+                         "(each fold needs at least two pseudo-base and two pseudo-new classes)")
+    order = [base_labels[i] for i in np.random.default_rng(VALIDATION_SEED).permutation(len(base_labels))]
+    return [sorted(order[k::folds]) for k in range(folds)]
+
+
+def validation_task(train, val, fewshot_train, subsample, fold, folds=2):
+    """The validation version of a base-to-new run: ``(train, val, test)`` that never hold a new class or a test
+    image.
+
+    The base classes (first half of the labels, as ``subsample_classes``) are split into pseudo-base and pseudo-new
+    classes (``validation_folds``; fold ``fold`` of ``folds``); ``subsample`` ``base`` keeps the pseudo-base ones,
+    ``new`` the pseudo-new ones, relabelled from 0. Training uses the run's few-shot images of those classes; the
+    evaluation uses held-out images of them: the training images that are not among the few shots, and the
+    validation split."""
+    if subsample not in ("base", "new"):
+        raise ValueError("DATASET.VAL_FOLD needs DATASET.SUBSAMPLE_CLASSES base or new (the base-to-new protocol); "
+                         f"got {subsample!r}")
+    if not 1 <= fold <= folds:
+        raise ValueError(f"DATASET.VAL_FOLD must be 0 (off) or a fold from 1 to DATASET.VAL_FOLDS={folds}; got {fold}")
+    labels = sorted({item.label for item in train})
+    base = labels[:math.ceil(len(labels) / 2)]
+    pseudo_new = validation_folds(base, folds)[fold - 1]
+    selected = pseudo_new if subsample == "new" else [label for label in base if label not in pseudo_new]
+    relabel = {old: new for new, old in enumerate(selected)}
+    shots = {os.path.normpath(item.impath) for item in fewshot_train}
+    if not shots <= {os.path.normpath(item.impath) for item in train}:
+        raise ValueError("the few-shot images are not all in the training split; delete the dataset's split_fewshot "
+                         "cache so that it is sampled again")
+    held_out = [item for item in train if os.path.normpath(item.impath) not in shots] + list(val or [])
+
+    def keep(items):
+        return [item._replace(label=relabel[item.label]) for item in items if item.label in relabel]
+
+    test = keep(held_out)
+    if not test:
+        raise ValueError("No held-out images for validation: the training split has no image beyond the few shots "
+                         "and there is no validation split.")
+    return keep(fewshot_train), None, test
 
 
 def _to_relative(items, root):

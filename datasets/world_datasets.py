@@ -37,6 +37,7 @@ class WorldDataset(BenchmarkDataset):
 def _register(name, class_name):
     spec = catalog.get_spec(name)
     attributes = {"world_name": name, "dataset_dir": spec.name, "template": spec.template,
+                  "ensemble_templates": spec.ensemble,
                   "test_only": spec.test_only, "__module__": __name__,
                   "__doc__": f"The embedded world dataset ``{name}`` ({spec.kind}, {spec.style} style)."}
     cls = type(class_name, (WorldDataset,), attributes)

@@ -17,9 +17,12 @@ case "$XD_SOURCE" in
     world)
         XD_TARGETS="world_shapes world_textures world_counts world_signs"
         DG_TARGETS="world_sketch world_mosaic world_neon" ;;
-    *)
+    imagenet)
         XD_TARGETS="caltech101 oxford_pets stanford_cars oxford_flowers food101 fgvc_aircraft sun397 dtd eurosat ucf101"
         DG_TARGETS="imagenetv2 imagenet_sketch imagenet_a imagenet_r" ;;
+    *)
+        echo "error: XD_SOURCE must be imagenet (the default) or world; got '$XD_SOURCE'" >&2
+        exit 2 ;;
 esac
 
 # default_config TRAINER DATASET PROTOCOL -> the config file name (without .yaml) used when none is given.

@@ -18,13 +18,16 @@ failed run is named with its log and the suite goes on), then reads the runs' ``
   hence the same few-shot images), its mean and 95% t interval over those cells.
 
 It writes the table as markdown (``suite.md``), the numbers as JSON (``suite.json``) and a plot of per-dataset HM
-with error bars (``suite.png``) into ``--out`` (default ``$OUTPUT/suite``, or ``$OUTPUT/suite_imageseed<N>``).
+with error bars (``suite.png``) into ``--out`` (default: ``suite/`` beside the runs).
 Environment: ``DATA`` (default ``./data``; the datasets are generated there on first use), ``OUTPUT`` (default
 ``./output``), ``SHOTS`` (16). ``--image-seed N`` renders the datasets with image seed N (``DATASET.WORLD_IMAGE_SEED``;
-same classes, other images) and keeps its runs under ``$OUTPUT/imageseed<N>``.
+same classes, other images) and keeps its runs under ``$OUTPUT/imageseed<N>``; runs with ``-- KEY VALUE`` overrides
+live under ``overrides_<hash of the overrides>``, so a finished run of another setting is never taken for one of these.
 """
 import argparse
 import datetime
+import glob
+import hashlib
 import json
 import math
 import os
@@ -41,7 +44,7 @@ sys.path.insert(0, HERE)
 
 from tables import harmonic_mean, paired_difference  # noqa: E402
 
-from datasets.world.catalog import SUITE  # noqa: E402
+from datasets.world.catalog import CATALOG, SUITE  # noqa: E402
 
 TRAINERS = ("ZeroshotCLIP", "CoOp", "CoCoOp", "MaPLe", "DualMIPrompt")
 CONFIG = "world"
@@ -51,6 +54,15 @@ QUICK_SEEDS = (1,)
 
 class SuiteError(ValueError):
     """A command line the suite cannot run; the message says what to change."""
+
+
+def parse_command_line(parser, argv=None):
+    """The parsed options, with ``opts`` the ``KEY VALUE`` overrides given after ``--`` (passed to every run)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    cut = argv.index("--") if "--" in argv else len(argv)
+    args = parser.parse_args(argv[:cut])
+    args.opts = argv[cut + 1:]
+    return args
 
 
 def build_parser():
@@ -63,8 +75,7 @@ def build_parser():
                         help="render the datasets with this image seed (same classes, other images); default 0")
     parser.add_argument("--out", default="", help="folder for suite.md, suite.json and suite.png")
     parser.add_argument("--no-run", action="store_true", help="only build the tables from the runs already done")
-    parser.add_argument("opts", nargs=argparse.REMAINDER,
-                        help="-- KEY VALUE ...: config overrides passed to every run (as the protocol scripts take)")
+    parser.epilog = "After --: KEY VALUE config overrides passed to every run, as the protocol scripts take them."
     return parser
 
 
@@ -72,27 +83,37 @@ def resolve(args):
     """The settings of a suite from the command line: ``(datasets, seeds, overrides)``."""
     datasets = tuple(args.datasets or (QUICK_DATASETS if args.quick else SUITE))
     seeds = tuple(args.seeds or (QUICK_SEEDS if args.quick else (1, 2, 3)))
-    unknown = [name for name in datasets if not os.path.isfile(os.path.join(REPO, "configs", "datasets", f"{name}.yaml"))]
+    usable = [name for name, spec in CATALOG.items() if not spec.test_only]
+    unknown = [name for name in datasets if name not in usable]
     if unknown:
-        raise SuiteError(f"unknown dataset(s) {', '.join(unknown)}; the suite's datasets are {', '.join(SUITE)}")
+        raise SuiteError(f"the suite runs base-to-new on the world's datasets ({', '.join(usable)}); got "
+                         f"{', '.join(unknown)}")
     if len(set(seeds)) != len(seeds) or len(set(datasets)) != len(datasets) or len(set(args.trainers)) != len(args.trainers):
         raise SuiteError("each trainer, dataset and seed may be named once")
     if args.image_seed < 0:
         raise SuiteError(f"--image-seed must be zero or positive; got {args.image_seed}")
+    if not os.environ.get("SHOTS", "16").isdigit():
+        raise SuiteError(f"SHOTS must be a positive number of shots; got {os.environ['SHOTS']!r}")
     opts = list(args.opts)
-    if opts[:1] == ["--"]:
-        opts = opts[1:]
     if len(opts) % 2:
         raise SuiteError(f"overrides come in KEY VALUE pairs after --; got {' '.join(opts)}")
-    if args.image_seed:
-        opts += ["DATASET.WORLD_IMAGE_SEED", str(args.image_seed)]
+    reserved = {"DATASET.WORLD_IMAGE_SEED": "--image-seed", "DATASET.VAL_FOLD": "scripts/sweep.py"}
+    for key in opts[0::2]:
+        if key in reserved:
+            raise SuiteError(f"{key} is set by the suite's options: use {reserved[key]}")
     return datasets, seeds, opts
 
 
-def output_root(image_seed):
+def output_root(image_seed=0, opts=()):
+    """Where a suite's runs live: ``$OUTPUT``, under ``imageseed<N>`` for another image seed, and under
+    ``overrides_<hash>`` when overrides are given, so that runs of other settings are never taken for these."""
     output = os.environ.get("OUTPUT", "output")
     output = output if os.path.isabs(output) else os.path.join(REPO, output)
-    return os.path.join(output, f"imageseed{image_seed}") if image_seed else output
+    if image_seed:
+        output = os.path.join(output, f"imageseed{image_seed}")
+    if opts:
+        output = os.path.join(output, "overrides_" + hashlib.sha1(" ".join(opts).encode()).hexdigest()[:10])
+    return output
 
 
 def available_trainers():
@@ -111,8 +132,13 @@ def missing_reason(trainer, registered):
     return ""
 
 
-def run_dirs(output, dataset, shots, trainer, seed):
-    common = os.path.join(dataset, f"shots_{shots}", trainer, CONFIG, f"seed{seed}")
+def run_dirs(output, dataset, shots, trainer, seed, config=CONFIG):
+    """The folders of a run's two records (base, then new). ``config`` "" finds the one config the scripts chose."""
+    if not config:
+        found = sorted(glob.glob(os.path.join(glob.escape(os.path.join(output, "base2new", "train_base", dataset,
+                                                                       f"shots_{shots}", trainer)), "*")))
+        config = os.path.basename(found[0]) if len(found) == 1 else "?"
+    common = os.path.join(dataset, f"shots_{shots}", trainer, config, f"seed{seed}")
     return tuple(os.path.join(output, "base2new", step, common) for step in ("train_base", "test_new"))
 
 
@@ -131,17 +157,18 @@ def read_accuracy(folder):
     return float(accuracy)
 
 
-def run_step(script, dataset, seed, trainer, opts, env, log_path):
+def run_step(script, dataset, seed, trainer, opts, env, log_path, config=CONFIG):
     with open(log_path, "a") as log:
-        command = ["bash", f"scripts/{script}", dataset, str(seed), trainer, CONFIG, "--", *opts]
+        command = ["bash", f"scripts/{script}", dataset, str(seed), trainer, config, "--", *opts]
         log.write(f"$ {' '.join(command)}\n")
         log.flush()
         result = subprocess.run(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
     return result.returncode == 0
 
 
-def run_all(trainers, datasets, seeds, opts, output, shots, say=print):
-    """Every run of the suite (finished ones are skipped by the scripts): the list of failures, each naming its log."""
+def run_all(trainers, datasets, seeds, opts, output, shots, say=print, config=CONFIG, label=""):
+    """Every run of the suite (finished ones are skipped by the scripts): the list of failures, each naming its log.
+    ``config`` "" lets the scripts choose each trainer's default config; ``label`` prefixes the progress lines."""
     env = {**os.environ, "OUTPUT": output}
     log_dir = os.path.join(output, "base2new", "logs")
     os.makedirs(log_dir, exist_ok=True)
@@ -151,26 +178,26 @@ def run_all(trainers, datasets, seeds, opts, output, shots, say=print):
             for seed in seeds:
                 log_path = os.path.join(log_dir, f"{dataset}_{trainer}_seed{seed}.log")
                 started = time.time()
-                ok = run_step("base2new_train.sh", dataset, seed, trainer, opts, env, log_path) and \
-                    run_step("base2new_test.sh", dataset, seed, trainer, opts, env, log_path)
-                base, new = (read_accuracy(d) for d in run_dirs(output, dataset, shots, trainer, seed))
+                ok = run_step("base2new_train.sh", dataset, seed, trainer, opts, env, log_path, config) and \
+                    run_step("base2new_test.sh", dataset, seed, trainer, opts, env, log_path, config)
+                base, new = (read_accuracy(d) for d in run_dirs(output, dataset, shots, trainer, seed, config))
                 took = f"[{time.time() - started:.0f} s]"
                 if not ok or base is None or new is None:
                     failures.append({"dataset": dataset, "trainer": trainer, "seed": seed, "log": log_path})
-                    say(f"{dataset} {trainer} seed {seed}: FAILED, see {log_path}  {took}")
+                    say(f"{label}{dataset} {trainer} seed {seed}: FAILED, see {log_path}  {took}")
                 else:
-                    say(f"{dataset} {trainer} seed {seed}: base {base:.2f}, new {new:.2f}  {took}")
+                    say(f"{label}{dataset} {trainer} seed {seed}: base {base:.2f}, new {new:.2f}  {took}")
     return failures
 
 
 # ----------------------------------------------------------------------------------------------- statistics
-def collect(output, shots, trainers, datasets, seeds):
+def collect(output, shots, trainers, datasets, seeds, config=CONFIG):
     """``{trainer: {dataset: {seed: (base, new)}}}`` for the runs whose two records exist."""
     found = {}
     for trainer in trainers:
         for dataset in datasets:
             for seed in seeds:
-                base, new = (read_accuracy(d) for d in run_dirs(output, dataset, shots, trainer, seed))
+                base, new = (read_accuracy(d) for d in run_dirs(output, dataset, shots, trainer, seed, config))
                 if base is not None and new is not None:
                     found.setdefault(trainer, {}).setdefault(dataset, {})[seed] = (base, new)
     return found
@@ -332,13 +359,15 @@ def write_new(path, text):
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    args = parse_command_line(build_parser(), argv)
     try:
         datasets, seeds, opts = resolve(args)
     except SuiteError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    output = output_root(args.image_seed)
+    output = output_root(args.image_seed, opts)
+    if args.image_seed:
+        opts = opts + ["DATASET.WORLD_IMAGE_SEED", str(args.image_seed)]
     shots = os.environ.get("SHOTS", "16")
     started = time.time()
     failures = []
@@ -357,19 +386,26 @@ def main(argv=None):
               f"{args.image_seed}{'; overrides ' + ' '.join(opts) if opts else ''}. Run on {datetime.date.today()} at "
               f"commit {commit()} on {machine()}; {elapsed / 60:.1f} min.")
     text = markdown(numbers, trainers, datasets, seeds, footer)
-    out = args.out or os.path.join(os.path.dirname(output) if args.image_seed else output,
-                                   f"suite_imageseed{args.image_seed}" if args.image_seed else "suite")
+    out = args.out or os.path.join(output, "suite")
     os.makedirs(out, exist_ok=True)
-    write_new(os.path.join(out, "suite.md"), text)
-    record = {"datasets": list(datasets), "trainers": trainers, "seeds": list(seeds), "shots": int(shots),
+    record = {"datasets": list(datasets), "seeds": list(seeds), "shots": int(shots), "runs": output,
               "image_seed": args.image_seed, "overrides": opts, "date": str(datetime.date.today()), "commit": commit(),
               "machine": machine(), "elapsed_s": round(elapsed, 1), "failures": failures, **numbers}
-    write_new(os.path.join(out, "suite.json"), json.dumps(record, indent=2) + "\n")
+    written = []
     if any(numbers["trainers"][t]["datasets"][d]["hm"] is not None for t in trainers for d in datasets):
         plot(numbers, trainers, datasets, os.path.join(out, "suite.png"))
+        written.append("suite.png")
+    return report(out, "suite", text, record, failures, written)
+
+
+def report(out, stem, text, record, failures, written=()):
+    """Write ``<stem>.md`` and ``<stem>.json`` into ``out``, print the table, name every failed run with its log;
+    the exit status: 1 when a run failed."""
+    write_new(os.path.join(out, f"{stem}.md"), text)
+    write_new(os.path.join(out, f"{stem}.json"), json.dumps(record, indent=2) + "\n")
     print()
     print(text)
-    print(f"Written: {out}/suite.md, suite.json, suite.png")
+    print(f"Written: {out}/{', '.join([f'{stem}.md', f'{stem}.json', *written])}")
     if failures:
         print(f"{len(failures)} run(s) failed:", file=sys.stderr)
         for failure in failures:

@@ -382,7 +382,7 @@ def test_a_temperature_at_its_floor_is_reported(clip_model):
     _, _, extra = build(clip_model, w_vis_mi=0.0).training_loss(images(), LABELS)
     assert extra["kappa_text_at_floor"] == 0.0
     assert extra["mi_ceiling_text"] == pytest.approx(math.log(len(BASE)))
-    with pytest.raises(ValueError, match="at most the initial temperature"):
+    with pytest.raises(ValueError, match="must not exceed KAPPA_INIT"):
         build(clip_model, kappa_init=0.01, kappa_floor=0.02)
     for bad in (dict(w_align=-1.0), dict(w_consist=-0.5), dict(kappa_floor=0.0)):
         with pytest.raises(ValueError):

@@ -1,5 +1,6 @@
 """DualMIPrompt through the base-to-new scripts, with real Dassl, the tiny CLIP and a generated OxfordPets layout."""
 import json
+import math
 import re
 
 import pytest
@@ -109,3 +110,32 @@ def test_eval_only_on_new_classes_recomputes_both_views(tmp_path):
     assert log.count("Hand-crafted features computed for 3 classes") == 1  # at build, for the new classes
     assert hand_only["accuracy"] == zero_shot["accuracy"]
     assert hand_only["macro_f1"] == zero_shot["macro_f1"]
+
+
+def test_new_options_diagnostics_and_gpa_through_training(tmp_path):
+    """Alignment and consistency on, GPA over 3 epochs with spread 0 around epoch 2: the log and the record carry
+    the diagnostics (MI ceilings, temperatures, soft/hand cosine, each term's context gradient once per epoch), and
+    the context that is saved and evaluated after the last epoch is epoch 2's."""
+    root, clip_file = pets_setup(tmp_path)
+    env = {"DATA": str(root), "OUTPUT": str(tmp_path / "output"), "SHOTS": "4"}
+    key = "TRAINER.DUALMIPROMPT."
+    overrides = tiny_overrides(clip_file, epochs=3) + [key + "W_ALIGN", "1.0", key + "W_CONSIST", "1.0",
+                                                       key + "GPA_MEAN", "2.0", key + "GPA_STD", "0.0"]
+    run_script("base2new_train.sh", ["oxford_pets", 1, "DualMIPrompt"], overrides, env=env)
+    folder = (tmp_path / "output/base2new/train_base/oxford_pets/shots_4/DualMIPrompt"
+              / "vit_b16_c4_ep200_batch32_ctxv1/seed1")
+    averages = epoch_averages(folder)
+    diagnostics = ("loss_align", "loss_consist", "cos_soft_hand", "mi_ceiling_text", "mi_ceiling_vis",
+                   "kappa_text_at_floor", "grad_ctx_ce", "grad_ctx_text_mi", "grad_ctx_vis_mi", "grad_ctx_align",
+                   "grad_ctx_consist")
+    for epoch in (1, 2, 3):
+        assert set(diagnostics) <= set(averages[epoch])
+        assert averages[epoch]["mi_ceiling_text"] == pytest.approx(math.log(3), abs=1e-3)
+        assert averages[epoch]["grad_ctx_ce"] > 0 and averages[epoch]["grad_ctx_align"] > 0
+    record = read_record(folder)
+    assert record["training"]["first_epoch"]["epoch"] == 1 and record["training"]["last_epoch"]["epoch"] == 3
+    assert set(diagnostics) <= set(record["training"]["last_epoch"])
+    ckpt = {e: torch.load(folder / f"prompt_learner/model.pth.tar-{e}", weights_only=True) for e in (1, 2, 3)}
+    ctx = {e: ckpt[e]["state_dict"]["prompt_learner.ctx"] for e in ckpt}
+    assert torch.equal(ctx[3], ctx[2]) and not torch.equal(ctx[2], ctx[1])
+    assert ckpt[3]["gpa"]["epochs"] == 3 and ckpt[1]["gpa"]["epochs"] == 1

@@ -63,14 +63,16 @@ def test_suite_command_end_to_end(world_env, tmp_path):
     result = run_command(command, env=env)
     assert "NoSuchTrainer: skipped, not in this checkout" in result.stdout
     numbers = json.loads((out / "suite.json").read_text())
-    assert numbers["datasets"] == ["world_shapes", "world_counts"] and numbers["trainers"] == ["ZeroshotCLIP", "CoOp"]
+    assert numbers["datasets"] == ["world_shapes", "world_counts"] and list(numbers["trainers"]) == ["ZeroshotCLIP", "CoOp"]
     assert numbers["overrides"] == ["OPTIM.MAX_EPOCH", "1"] and numbers["failures"] == []
+    runs = numbers["runs"]  # a folder of their own: runs with overrides are never mixed with default runs
+    assert os.path.dirname(runs) == world_env["OUTPUT"] and os.path.basename(runs).startswith("overrides_")
     for trainer in ("ZeroshotCLIP", "CoOp"):
         common = f"world_counts/shots_2/{trainer}/world/seed1"
-        base = read_record(os.path.join(world_env["OUTPUT"], "base2new/train_base", common))
-        new = read_record(os.path.join(world_env["OUTPUT"], "base2new/test_new", common))
+        base = read_record(os.path.join(runs, "base2new/train_base", common))
+        new = read_record(os.path.join(runs, "base2new/test_new", common))
         assert base["num_images"] == new["num_images"] == 10 * 100
-        assert (base["epoch"], base["protocol"]) == ((0 if trainer == "ZeroshotCLIP" else 1), "base2new")
+        assert (base["epoch"], base["protocol"]) == ((None if trainer == "ZeroshotCLIP" else 1), "base2new")
         row = numbers["trainers"][trainer]["datasets"]["world_counts"]
         assert (row["base"]["mean"], row["new"]["mean"]) == (base["accuracy"], new["accuracy"])
         line = f"| world_counts | {trainer} | {base['accuracy']:.2f} | {new['accuracy']:.2f} | "
@@ -84,12 +86,12 @@ def test_suite_command_end_to_end(world_env, tmp_path):
     again = run_command(command[:7] + ["world_signs"] + command[7:], env=env, check=False)
     assert again.returncode == 1
     assert again.stdout.count("Results exist") == 0  # the scripts' output goes to the logs
-    log = os.path.join(world_env["OUTPUT"], "base2new", "logs", "world_shapes_CoOp_seed1.log")
+    log = os.path.join(runs, "base2new", "logs", "world_shapes_CoOp_seed1.log")
     assert open(log).read().count("finished run, skipped") == 2
     assert "world_signs ZeroshotCLIP seed 1: FAILED, see" in again.stdout
-    failed_log = os.path.join(world_env["OUTPUT"], "base2new", "logs", "world_signs_ZeroshotCLIP_seed1.log")
+    failed_log = os.path.join(runs, "base2new", "logs", "world_signs_ZeroshotCLIP_seed1.log")
     assert "not a generated world dataset" in open(failed_log).read()
-    assert f"world_signs CoOp seed 1: see {os.path.join(world_env['OUTPUT'], 'base2new', 'logs')}" in again.stderr
+    assert f"world_signs CoOp seed 1: see {os.path.join(runs, 'base2new', 'logs')}" in again.stderr
     assert json.loads((out / "suite.json").read_text())["trainers"]["CoOp"]["datasets"]["world_shapes"]["seeds"] == [1]
 
 
@@ -135,3 +137,35 @@ def test_cross_dataset_and_domain_generalisation_on_the_world(world_env, tmp_pat
     dg_table = (tmp_path / "dg.md").read_text()
     assert "trained on World" in xd_table and "WorldShapes" in xd_table and "WorldSketch" not in xd_table
     assert "trained on World" in dg_table and "WorldSketch" in dg_table and "WorldShapes" not in dg_table
+
+
+def test_sweep_end_to_end_on_validation_folds(world_env, tmp_path):
+    """A grid of two learning rates x two folds on one dataset, one epoch: every run is a validation run (its
+    record says which fold; its classes are pseudo-base or pseudo-new base classes; its images are held-out
+    training images), and the ranked table names both settings."""
+    env = {**world_env, "SHOTS": "2"}
+    out = tmp_path / "sweep"
+    run_command([sys.executable, "scripts/sweep.py", "CoOp", "--grid", "OPTIM.LR=0.01,0.02", "--datasets",
+                 "world_shapes", "--folds", "1", "2", "--out", str(out), "--", "OPTIM.MAX_EPOCH", "1"], env=env)
+    from datasets.world import catalog
+
+    numbers = json.loads((out / "sweep.json").read_text())
+    runs = numbers["runs"]  # the fixed override (one epoch) gives the sweep a folder of its own
+    assert runs.startswith(world_env["OUTPUT"]) and runs.endswith(os.path.join("sweep", "CoOp"))
+    spec = catalog.get_spec("world_shapes")
+    held_out = spec.per_split[0] - 2 + spec.per_split[1]  # training images beyond the 2 shots, and the val split
+    for setting in ("LR=0.01", "LR=0.02"):
+        sizes = []
+        for fold in (1, 2):
+            common = f"world_shapes/shots_2/CoOp/world/seed1"
+            root = os.path.join(runs, setting, f"fold{fold}", "base2new")
+            base = read_record(os.path.join(root, "train_base", common))
+            new = read_record(os.path.join(root, "test_new", common))
+            assert base["split"] == new["split"] == f"val_fold{fold}"
+            assert base["num_classes"] + new["num_classes"] == 5  # the 5 base classes, split in two
+            assert base["num_images"] == base["num_classes"] * held_out
+            sizes.append(new["num_classes"])
+        assert sorted(sizes) == [2, 3]
+    assert numbers["reference"] == "LR=0.01" and {r["setting"] for r in numbers["ranking"]} == {"LR=0.01", "LR=0.02"}
+    assert all(r["cells"] == 2 for r in numbers["ranking"])
+    assert "| 1 |" in (out / "sweep.md").read_text()

@@ -14,6 +14,8 @@ from datasets.splits import (
     load_or_build_fewshot,
     read_split_file,
     subsample_classes,
+    validation_folds,
+    validation_task,
 )
 
 
@@ -137,3 +139,52 @@ def test_fewshot_cache_is_json_relative_and_survives_moving_the_data(tmp_path):
         handle.write('{"key": ')
     rebuilt, _ = load_or_build_fewshot(cache, key, str(dataset_dir), build)
     assert len(calls) == 3 and rebuilt == first
+
+
+# ----- validation folds: choosing hyperparameters without a test image or a new class -----
+@pytest.mark.parametrize("n_classes, folds", [(10, 2), (11, 2), (40, 2), (20, 3)])
+def test_validation_folds_never_hold_a_new_class_or_a_test_image(n_classes, folds):
+    train, val, test = items(n_classes, 12, "train"), items(n_classes, 3, "val"), items(n_classes, 5, "test")
+    shots, _ = fewshot_splits(train, val, 4, seed=1)
+    base = list(range(math.ceil(n_classes / 2)))
+    test_paths = {item.impath for item in test}
+    pseudo_new_seen = []
+    for fold in range(1, folds + 1):
+        parts = {}
+        for subsample in ("base", "new"):
+            fold_train, fold_val, fold_test = validation_task(train, val, shots, subsample, fold, folds)
+            assert fold_val is None
+            names = {item.classname for item in fold_train}
+            assert names == {item.classname for item in fold_test}  # the same classes, relabelled alike
+            assert names <= {f"class{c}" for c in base}  # never a new class
+            assert not {item.impath for item in fold_train + fold_test} & test_paths  # never a test image
+            assert {item.impath for item in fold_train} <= {item.impath for item in shots}  # the run's few shots
+            assert not {item.impath for item in fold_test} & {item.impath for item in shots}  # held out
+            assert sorted({item.label for item in fold_train}) == list(range(len(names)))
+            by_name = {item.classname: item.label for item in fold_train}
+            assert all(by_name[item.classname] == item.label for item in fold_test)
+            assert len(fold_test) == len(names) * (12 - 4 + 3)  # unused training images + validation images
+            parts[subsample] = names
+        assert not parts["base"] & parts["new"] and len(parts["new"]) >= 2 and len(parts["base"]) >= 2
+        assert parts["base"] | parts["new"] == {f"class{c}" for c in base}
+        pseudo_new_seen.append(parts["new"])
+    # The folds' pseudo-new classes partition the base classes; the partition is fixed.
+    assert set().union(*pseudo_new_seen) == {f"class{c}" for c in base}
+    assert sum(len(names) for names in pseudo_new_seen) == len(base)
+    assert validation_folds(base, folds) == validation_folds(base, folds)
+
+
+def test_validation_task_refuses_what_it_cannot_do():
+    train, val = items(10, 6), items(10, 2, "val")
+    shots, _ = fewshot_splits(train, val, 2, seed=1)
+    with pytest.raises(ValueError, match="SUBSAMPLE_CLASSES base or new"):
+        validation_task(train, val, shots, "all", 1)
+    with pytest.raises(ValueError, match="from 1 to DATASET.VAL_FOLDS=2"):
+        validation_task(train, val, shots, "base", 3)
+    with pytest.raises(ValueError, match="too few"):
+        validation_task(items(6, 6), None, fewshot_splits(items(6, 6), None, 2, seed=1)[0], "base", 1)
+    with pytest.raises(ValueError, match="at least 2"):
+        validation_folds([0, 1, 2, 3], 1)
+    full, _ = fewshot_splits(train, None, 6, seed=1)  # every training image is a shot and there is no val split
+    with pytest.raises(ValueError, match="No held-out images"):
+        validation_task(train, None, full, "base", 1)

@@ -93,13 +93,29 @@ def test_a_missing_run_leaves_the_average_incomplete_and_out_of_the_pairs(tmp_pa
 
 
 def test_command_line_settings(tmp_path):
-    parse = suite.build_parser().parse_args
+    def parse(argv):
+        return suite.parse_command_line(suite.build_parser(), argv)
+
     assert suite.resolve(parse([])) == (suite.SUITE, (1, 2, 3), [])
     assert suite.resolve(parse(["--quick"]))[:2] == (suite.QUICK_DATASETS, (1,))
-    assert suite.resolve(parse(["--image-seed", "2", "--", "OPTIM.MAX_EPOCH", "1"]))[2] == [
-        "OPTIM.MAX_EPOCH", "1", "DATASET.WORLD_IMAGE_SEED", "2"]
-    for bad, message in ((["--datasets", "nowhere"], "unknown dataset"), (["--seeds", "1", "1"], "once"),
-                         (["--image-seed", "-1"], "zero or positive"), (["--", "OPTIM.LR"], "KEY VALUE")):
+    assert suite.resolve(parse(["--image-seed", "2", "--", "OPTIM.MAX_EPOCH", "1"]))[2] == ["OPTIM.MAX_EPOCH", "1"]
+    for bad, message in ((["--datasets", "nowhere"], "world's datasets"), (["--datasets", "world_sketch"], "world's"),
+                         (["--seeds", "1", "1"], "once"), (["--image-seed", "-1"], "zero or positive"),
+                         (["--", "OPTIM.LR"], "KEY VALUE"), (["--", "DATASET.WORLD_IMAGE_SEED", "1"], "--image-seed"),
+                         (["--", "DATASET.VAL_FOLD", "1"], "sweep")):
         with pytest.raises(suite.SuiteError, match=message):
             suite.resolve(parse(bad))
     assert suite.main(["--datasets", "nowhere"]) == 2
+
+
+def test_runs_of_other_settings_live_apart(monkeypatch, tmp_path):
+    monkeypatch.setenv("OUTPUT", str(tmp_path))
+    plain = suite.output_root()
+    assert plain == str(tmp_path)
+    assert suite.output_root(2) == str(tmp_path / "imageseed2")
+    one, other = suite.output_root(0, ["OPTIM.LR", "0.1"]), suite.output_root(0, ["OPTIM.LR", "0.2"])
+    assert len({plain, one, other}) == 3 and os.path.dirname(one) == plain
+    assert suite.output_root(0, ["OPTIM.LR", "0.1"]) == one
+    monkeypatch.setenv("SHOTS", "four")
+    with pytest.raises(suite.SuiteError, match="SHOTS"):
+        suite.resolve(suite.parse_command_line(suite.build_parser(), []))

@@ -423,3 +423,24 @@ def test_image_seeds_live_in_their_own_folders(tmp_path, tiny_catalog):
     for bad in (-1, 1.5, "1", True):
         with pytest.raises(ValueError, match="non-negative integer"):
             catalog.folder_name("world", bad)
+
+
+def test_each_dataset_has_an_ensemble_of_its_pretraining_phrasings():
+    """TEMPLATES ensemble on the world: the dataset's template first, then the phrases of its style that the
+    pretraining captions use, and the bare name; each names the class once."""
+    from datasets.world.attributes import STYLE_PHRASES
+
+    from trainers.templates import ENSEMBLE_TEMPLATES, select_templates
+
+    assert catalog.get_spec("world_signs").ensemble == (
+        "a neon sign of a {}.", "a glowing neon image of a {}.", "a neon picture of a {}.", "a {}.")
+    assert catalog.get_spec("world_counts").ensemble == (
+        "a photo of {}.", "a picture of {}.", "an image of {}.", "{}.")
+    for spec in catalog.CATALOG.values():
+        assert spec.ensemble[0] == spec.template and len(set(spec.ensemble)) == len(spec.ensemble) >= 4
+        assert all(t.count("{}") == 1 for t in spec.ensemble)
+        style = "photo" if spec.kind == "texture" else spec.style
+        assert all(any(t.startswith(p) for p in STYLE_PHRASES[style]) for t in spec.ensemble[1:-1])
+    assert select_templates("ensemble", "t {}.", True, catalog.get_spec("world").ensemble) == \
+        catalog.get_spec("world").ensemble
+    assert select_templates("ensemble", "t {}.", True, ()) == ENSEMBLE_TEMPLATES + ("t {}.",)

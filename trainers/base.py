@@ -160,6 +160,14 @@ class PromptTrainer(TrainerX):
 
         return getattr(self.dm.dataset, "template", DEFAULT_TEMPLATE)
 
+    def hand_crafted_templates(self, kind):
+        """The templates of a hand-crafted view: ``dataset`` (its own) or ``ensemble`` (see ``select_templates``)."""
+        from .templates import select_templates
+
+        dataset = self.dm.dataset
+        return select_templates(kind, self.dataset_template, getattr(dataset, "ensemble_adds_template", True),
+                                getattr(dataset, "ensemble_templates", None))
+
     # ----- model -----
     def build_prompt_model(self, clip_model, classnames):
         raise NotImplementedError
@@ -322,6 +330,8 @@ class PromptTrainer(TrainerX):
         history = self.epoch_averages
         if history:  # what training logged, first and last epoch of this process (per-epoch: tensorboard, log.txt)
             record["training"] = {"first_epoch": history[0], "last_epoch": history[-1]}
+        if cfg.DATASET.VAL_FOLD:  # held-out training images of a validation fold: never taken for a test result
+            record["split"] = f"val_fold{cfg.DATASET.VAL_FOLD}"
         path = write_record(cfg.OUTPUT_DIR, record)
         print(f"Results record written to {path}")
 
@@ -341,12 +351,20 @@ class PromptTrainer(TrainerX):
             "scheduler": self.sched.state_dict(),
             "val_result": val_result,
             "random_states": random_states(),
+            **self.extra_checkpoint_state(),
         }
         path = os.path.join(folder, name)
         atomic_torch_save(state, path)
         with atomic_open(os.path.join(folder, "checkpoint")) as handle:
             handle.write(name + "\n")
         print(f"Checkpoint saved to {path}")
+
+    def extra_checkpoint_state(self):
+        """Training state of a subclass beyond parameters, optimiser and schedule (plain tensors and numbers)."""
+        return {}
+
+    def load_extra_checkpoint_state(self, checkpoint, source):
+        """Restore ``extra_checkpoint_state`` when a run resumes."""
 
     def load_learned(self, state_dict, source):
         learned = self.learned_parameters()
@@ -416,5 +434,6 @@ class PromptTrainer(TrainerX):
         self.sched.load_state_dict(checkpoint["scheduler"])
         if "random_states" in checkpoint:
             restore_random_states(checkpoint["random_states"])
+        self.load_extra_checkpoint_state(checkpoint, path)
         print(f"Resumed from {path} (epoch {checkpoint['epoch']})")
         return checkpoint["epoch"]

@@ -33,6 +33,10 @@ def add_project_keys(cfg):
     # The embedded world's datasets: the seed their images are rendered with (the classes stay the same); another
     # seed measures how much a result depends on the draw of the images (scripts/suite.py --image-seed).
     cfg.DATASET.WORLD_IMAGE_SEED = 0
+    # Validation-only model selection: fold k (1..VAL_FOLDS) splits the base classes into pseudo-base and pseudo-new
+    # classes and evaluates on held-out training images (never a test image or a new class); 0 is off.
+    cfg.DATASET.VAL_FOLD = 0
+    cfg.DATASET.VAL_FOLDS = 2
     # A local CLIP weights file (.pt JIT archive or state dict) used instead of the named download.
     cfg.MODEL.BACKBONE.PATH = ""
     # Where named CLIP weights are downloaded to (and looked for).
@@ -124,6 +128,8 @@ VALUE_RULES = (
     ("DATALOADER.NUM_WORKERS", lambda v: v >= 0, "zero or a positive number of worker processes"),
     ("DATASET.NUM_SHOTS", lambda v: v >= -1, "-1 or 0 (all images) or a positive number of shots"),
     ("DATASET.SUBSAMPLE_CLASSES", lambda v: v in ("all", "base", "new"), "all, base or new"),
+    ("DATASET.VAL_FOLD", lambda v: isinstance(v, int) and v >= 0, "0 (off) or a fold number from 1"),
+    ("DATASET.VAL_FOLDS", lambda v: isinstance(v, int) and v >= 2, "an integer, 2 or more"),
     ("DATASET.WORLD_IMAGE_SEED", lambda v: isinstance(v, int) and 0 <= v < 2**32, "an integer in [0, 2**32)"),
     ("INPUT.SIZE", _pair_of_positive_ints, "a pair of positive integers, e.g. (224, 224)"),
     ("TRAIN.CHECKPOINT_FREQ", lambda v: v >= 0, "zero (last epoch only) or a positive number of epochs"),

@@ -4,10 +4,12 @@ Models", arXiv 2410.03189; see notes/README_dualmiprompt.md). The model lives in
 from dassl.engine import TRAINER_REGISTRY
 from yacs.config import CfgNode as CN
 
-from .base import PromptTrainer
+import torch
+
+from .aggregation import ParameterAverage, gpa_weights
+from .base import CheckpointError, PromptTrainer
 from .config import ConfigError, trainer_config
 from .dualmiprompt_model import DualMIOptions, DualMIPromptCLIP
-from .templates import select_templates
 
 
 @trainer_config("DUALMIPROMPT")
@@ -31,15 +33,49 @@ class DualMIPrompt(PromptTrainer):
 
     def build_prompt_model(self, clip_model, classnames):
         options = self.options
-        templates = select_templates(
-            options.templates, self.dataset_template, getattr(self.dm.dataset, "ensemble_adds_template", True)
-        )
+        templates = self.hand_crafted_templates(options.templates)
         model = DualMIPromptCLIP(clip_model, classnames, templates, options)
         active = [name for name, weight in (("text MI", options.w_text_mi), ("visual MI", options.w_vis_mi)) if weight]
         print(f'Initial context: "{model.prompt_learner.prompt_prefix}" ({model.prompt_learner.n_ctx} tokens)')
         print(f"Hand-crafted templates ({len(templates)}): {' | '.join(templates)}")
         print(f"MI terms: {', '.join(active) or 'none (CoOp)'}; inference beta {options.infer_beta}")
         return model
+
+    # ----- Gaussian aggregation of the context over epochs (GPA_MEAN > 0) -----
+    gpa = None
+
+    def before_train(self):
+        options = self.options
+        if options.gpa_mean > 0:  # before the resume (in Dassl's before_train), which restores its state
+            self.gpa = ParameterAverage(gpa_weights(self.max_epoch, options.gpa_mean, options.gpa_std))
+        super().before_train()
+
+    def run_epoch(self):
+        super().run_epoch()
+        if self.gpa is None:
+            return
+        ctx = self.model.prompt_learner.ctx
+        self.gpa.add(self.epoch + 1, {"ctx": ctx})
+        if self.epoch + 1 == self.max_epoch:  # before the last checkpoint is written and the model evaluated
+            with torch.no_grad():
+                ctx.copy_(self.gpa.average()["ctx"].to(ctx.dtype))
+            print(f"GPA: the context is the Gaussian-weighted average over the epochs (mean {self.options.gpa_mean}, "
+                  f"std {self.options.gpa_std})")
+
+    def extra_checkpoint_state(self):
+        return {"gpa": self.gpa.state()} if self.gpa is not None else {}
+
+    def load_extra_checkpoint_state(self, checkpoint, source):
+        if self.gpa is None:
+            return
+        if "gpa" not in checkpoint:
+            raise CheckpointError(f"{source} was written without GPA (GPA_MEAN 0), so the average of the epochs before "
+                                  "it is unknown: resume with the same options, or train in a fresh output folder.")
+        try:
+            self.gpa.load(checkpoint["gpa"])
+        except ValueError as err:
+            raise CheckpointError(f"{source}: {err}; resume with the same options, or train in a fresh output "
+                                  "folder.") from None
 
     def step_diagnostics(self):
         return self.model.context_gradient_norms()

@@ -73,6 +73,8 @@ class DualMIOptions:
     mix_space: str = "feature"  # mix normalised image features ("feature") or images before the encoder ("pixel")
     alpha: float = 1.0  # lambda ~ Beta(alpha, alpha); 1.0 is uniform on [0, 1]
     infer_beta: float = 0.0  # inference weights norm((1 - beta) s + beta h); 0 = soft view only
+    gpa_mean: float = 0.0  # Gaussian aggregation of the context over epochs, centred on this epoch; 0 switches it off
+    gpa_std: float = 1.0  # its spread in epochs (0: the single epoch nearest GPA_MEAN)
 
     def __post_init__(self):
         check_choice("CLASS_TOKEN_POSITION", self.class_token_position, POSITIONS)
@@ -90,6 +92,12 @@ class DualMIOptions:
         for name in ("kappa_init", "vis_kappa_init", "alpha", "kappa_floor", "vis_kappa_floor"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name.upper()} must be positive; got {getattr(self, name)}")
+        for floor, init in (("kappa_floor", "kappa_init"), ("vis_kappa_floor", "vis_kappa_init")):
+            if getattr(self, floor) > getattr(self, init):
+                raise ValueError(f"{floor.upper()} ({getattr(self, floor)}) must not exceed {init.upper()} "
+                                 f"({getattr(self, init)}): a temperature starts at or above its floor")
+        if self.gpa_mean < 0 or self.gpa_std < 0:
+            raise ValueError(f"GPA_MEAN (0: off) and GPA_STD must be >= 0; got {self.gpa_mean}, {self.gpa_std}")
         if not 0 <= self.infer_beta <= 1:
             raise ValueError(f"INFER_BETA must lie in [0, 1]; got {self.infer_beta}")
 

@@ -17,11 +17,14 @@ ENSEMBLE_TEMPLATES = (
 )
 
 
-def select_templates(kind, dataset_template, ensemble_adds_dataset_template=True):
-    """``dataset``: the dataset's own template; ``ensemble``: the 7 above, plus the dataset's own template
+def select_templates(kind, dataset_template, ensemble_adds_dataset_template=True, ensemble=None):
+    """``dataset``: the dataset's own template; ``ensemble``: the dataset's own ensemble when it has one (the
+    embedded world's: the phrasings its CLIP was pretrained on), else the 7 above plus the dataset's own template
     unless the dataset opts out (CoOp adds it for every dataset but ImageNet)."""
     if kind == "dataset":
         return (dataset_template,)
     if kind == "ensemble":
+        if ensemble:
+            return tuple(ensemble)
         return ENSEMBLE_TEMPLATES + ((dataset_template,) if ensemble_adds_dataset_template else ())
     raise ValueError(f"TEMPLATES must be 'dataset' or 'ensemble'; got {kind!r}")

@@ -4,7 +4,6 @@ from yacs.config import CfgNode as CN
 
 from .base import PromptTrainer
 from .config import trainer_config
-from .templates import select_templates
 from .zsclip_model import TemplateCLIP
 
 
@@ -22,12 +21,7 @@ class ZeroshotCLIP(PromptTrainer):
     TEMPLATES = None  # a fixed choice overrides the config (ZeroshotCLIP2)
 
     def build_prompt_model(self, clip_model, classnames):
-        dataset = self.dm.dataset
-        templates = select_templates(
-            self.TEMPLATES or self.tcfg.TEMPLATES,
-            self.dataset_template,
-            getattr(dataset, "ensemble_adds_template", True),
-        )
+        templates = self.hand_crafted_templates(self.TEMPLATES or self.tcfg.TEMPLATES)
         print(f"Hand-crafted templates ({len(templates)}): {' | '.join(templates)}")
         return TemplateCLIP(clip_model, classnames, templates)
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from .attributes import COLOURS, COUNTS, PATTERNS, SHAPES, count_name, object_name, texture_name
+from .attributes import COLOURS, COUNTS, PATTERNS, SHAPES, STYLE_PHRASES, count_name, object_name, texture_name
 from .render import render
 from .scenes import attributes_of, describe, sample_scene
 
@@ -61,6 +61,16 @@ class WorldSpec:
     def classnames(self):
         return [self.classname(label) for label in range(len(self.classes))]
 
+    @property
+    def ensemble(self):
+        """The phrasings of this dataset's kind of caption that the world CLIP was pretrained on (its own
+        template ensemble): each of the style's phrases, and the bare name."""
+        article = "" if self.kind == "count" else "a "
+        noun = "{} texture" if self.kind == "texture" else "{}"
+        phrases = STYLE_PHRASES["photo" if self.kind == "texture" else self.style]
+        forms = [f"{phrase} {article}{noun}." for phrase in phrases] + [f"{article}{noun}."]
+        return tuple(dict.fromkeys([self.template, *forms]))
+
 
 # Some datasets' photos are taken under coloured light: warm (red up, blue down) or cool (blue up, red down),
 # channel gains jittered per image by up to LIGHT_JITTER. Pretraining never shows these casts, so zero-shot CLIP
@@ -102,7 +112,7 @@ def sign_classes(seed=WORLD_SEED, count=30):
 
 
 # Images per class (train, val, test) of the suite's base-to-new datasets: at least 16 shots to draw from, and
-# 100 test images per class so that one dataset's accuracy has a binomial standard error of about 1 point.
+# 100 test images per class: 500 to 2,000 per half of a dataset, a binomial standard error of 1 to 2.2 points.
 SUITE_SPLIT = (24, 8, 100)
 
 

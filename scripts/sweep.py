@@ -1,0 +1,215 @@
+"""Choose hyperparameters on validation data only: a grid of config overrides x validation folds x seeds, ranked by
+the harmonic mean of pseudo-base and pseudo-new accuracy.
+
+    python3 scripts/sweep.py DualMIPrompt --grid TRAINER.DUALMIPROMPT.W_ALIGN=0.0,1.0,8.0
+    python3 scripts/sweep.py DualMIPrompt --grid TRAINER.DUALMIPROMPT.W_ALIGN=0.0,8.0 \\
+        --grid TRAINER.DUALMIPROMPT.W_CONSIST=0.0,1.0 --seeds 1 2
+    python3 scripts/sweep.py DualMIPrompt --try TRAINER.DUALMIPROMPT.W_ALIGN=8.0 \\
+        --try TRAINER.DUALMIPROMPT.W_ALIGN=8.0,TRAINER.DUALMIPROMPT.TEMPLATES=ensemble
+    DATA=/path/to/datasets python3 scripts/sweep.py CoOp --grid OPTIM.LR=0.002,0.004 --datasets oxford_pets dtd
+
+Every run is a base-to-new run with ``DATASET.VAL_FOLD k``: the base classes of the dataset are split into
+pseudo-base and pseudo-new classes (fold k of ``DATASET.VAL_FOLDS``, default 2), the model is trained on the
+few-shot images of the pseudo-base classes and evaluated on held-out training images (those not among the few shots,
+and the validation split) of both. No run reads a test image or a new class, so the ranking may be used to choose
+defaults. The scripts run each trainer's default config for each dataset (``--config`` to choose one); the world's
+suite is the default set of datasets.
+
+Each setting (one value per ``--grid`` key; the first value of each key should be the current default, so the first
+setting is the reference; or, with ``--try``, the config as it is, named ``default`` and taken as the reference,
+then each ``--try`` setting) keeps its runs under ``$OUTPUT/sweep/<trainer>/<setting>/fold<k>/``, so finished runs are
+skipped and an interrupted sweep continues. The table ranks the settings by mean HM over the (fold, seed, dataset)
+cells that every setting finished, with the paired difference to the reference setting and its 95% t interval over
+the same cells; it is written
+to ``sweep.md`` and ``sweep.json`` in ``$OUTPUT/sweep/<trainer>/`` (``--out`` to choose).
+"""
+import argparse
+import datetime
+import itertools
+import os
+import re
+import statistics
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+import suite  # noqa: E402  (also puts the repository on sys.path)
+from tables import harmonic_mean, paired_difference  # noqa: E402
+
+from datasets.world.catalog import SUITE  # noqa: E402
+
+
+def parse_grid(specs):
+    """``["KEY=a,b", ...]`` -> ``[(KEY, [a, b]), ...]``, in the order given."""
+    grid = []
+    for spec in specs:
+        key, sep, values = spec.partition("=")
+        values = [v for v in values.split(",") if v != ""]
+        if not sep or not key or not values or not re.fullmatch(r"[A-Z0-9_]+(\.[A-Z0-9_]+)+", key):
+            raise suite.SuiteError(f"--grid takes KEY=VALUE[,VALUE...] with a config key in upper case, e.g. "
+                                   f"TRAINER.DUALMIPROMPT.W_ALIGN=0.0,8.0; got {spec!r}")
+        if key in (k for k, _ in grid):
+            raise suite.SuiteError(f"--grid names {key} twice")
+        grid.append((key, values))
+    return grid
+
+
+def settings(grid, tries=()):
+    """Every combination of the grid, as ``[(KEY, value), ...]`` (the first, each key's first value, is the
+    reference), then each ``--try`` setting; with tries only, the reference is the config as it is (no override)."""
+    keys = [key for key, _ in grid]
+    combos = [list(zip(keys, values)) for values in itertools.product(*(values for _, values in grid))]
+    extra = []
+    for text in tries:
+        pieces = text.split(",")
+        if any("=" not in piece for piece in pieces):
+            raise suite.SuiteError(f"--try gives one value per key, KEY=VALUE[,KEY=VALUE...]; got {text!r}")
+        extra.append([(key, values[0]) for key, values in parse_grid(pieces)])
+    return combos + extra
+
+
+def setting_name(setting):
+    """A folder name for a setting: ``W_ALIGN=8.0,W_CONSIST=1.0`` (the config node's prefix left out)."""
+    if not setting:
+        return "default"
+    text = ",".join(f"{key.rsplit('.', 1)[-1]}={value}" for key, value in setting)
+    return re.sub(r"[^A-Za-z0-9._=,+-]", "_", text)
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("trainer")
+    parser.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
+                        help="a config key and its values (repeat for a product grid)")
+    parser.add_argument("--try", dest="tries", action="append", default=[], metavar="KEY=V[,KEY=V...]",
+                        help="one more setting (repeat); the reference is then the config without overrides")
+    parser.add_argument("--datasets", nargs="+", default=list(SUITE))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[1])
+    parser.add_argument("--folds", nargs="+", type=int, help="validation folds to run (default: all of --val-folds)")
+    parser.add_argument("--val-folds", type=int, default=2, help="how many folds the base classes are cut into")
+    parser.add_argument("--config", default="", help="the trainer config for every run (default: each dataset's)")
+    parser.add_argument("--out", default="")
+    parser.add_argument("--no-run", action="store_true", help="only rank the runs already there")
+    parser.epilog = "After --: KEY VALUE config overrides for every run."
+    return parser
+
+
+def rank(results, names, datasets, seeds, folds):
+    """Per setting: the means over the (fold, seed, dataset) cells that every setting has (so that no setting is
+    ranked on easier cells), how many of its own cells finished, and the paired difference to the first setting."""
+    cells = {}
+    for name in names:
+        cells[name] = {}
+        for fold in folds:
+            for dataset, by_seed in results[name].get(fold, {}).items():
+                for seed, (base, new) in by_seed.items():
+                    cells[name][(fold, seed, dataset)] = (base, new, harmonic_mean(base, new))
+    shared = sorted(set.intersection(*(set(c) for c in cells.values()))) if cells else []
+    expected = len(folds) * len(seeds) * len(datasets)
+    rows = []
+    for name in names:
+        values = [cells[name][c] for c in shared]
+        rows.append({
+            "setting": name, "cells": len(cells[name]), "expected_cells": expected, "ranked_on": len(shared),
+            "base": statistics.fmean(v[0] for v in values) if values else None,
+            "new": statistics.fmean(v[1] for v in values) if values else None,
+            "hm": statistics.fmean(v[2] for v in values) if values else None,
+            "vs_reference": None,
+        })
+        if values and name != names[0]:
+            rows[-1]["vs_reference"] = paired_difference([cells[name][c][2] for c in shared],
+                                                         [cells[names[0]][c][2] for c in shared])
+    rows.sort(key=lambda r: (r["hm"] is None, -(r["hm"] or 0)))
+    return rows
+
+
+def markdown(rows, reference, footer):
+    lines = ["| rank | setting | pseudo-base | pseudo-new | HM | vs reference (95% interval) | cells |",
+             "|---|---|---|---|---|---|---|"]
+    for i, row in enumerate(rows, 1):
+        def f(value):
+            return "-" if value is None else f"{value:.2f}"
+        diff = row["vs_reference"]
+        if row["setting"] == reference:
+            versus = "reference"
+        elif diff is None:
+            versus = "-"
+        elif diff["low"] is None:
+            versus = f"{diff['mean']:+.2f}"
+        else:
+            versus = f"{diff['mean']:+.2f} [{diff['low']:+.2f}, {diff['high']:+.2f}]"
+        lines.append(f"| {i} | {row['setting']} | {f(row['base'])} | {f(row['new'])} | {f(row['hm'])} | {versus} | "
+                     f"{row['cells']}/{row['expected_cells']} |")
+    return "\n".join(lines) + "\n\n" + footer + "\n"
+
+
+def main(argv=None):
+    args = suite.parse_command_line(build_parser(), argv)
+    try:
+        grid = parse_grid(args.grid)
+        opts = list(args.opts)
+        if len(opts) % 2:
+            raise suite.SuiteError(f"overrides come in KEY VALUE pairs after --; got {' '.join(opts)}")
+        if any(key in ("DATASET.VAL_FOLD", "DATASET.VAL_FOLDS") for key in opts[0::2]):
+            raise suite.SuiteError("the sweep sets DATASET.VAL_FOLD itself; give the folds with --folds / --val-folds")
+        if args.val_folds < 2:
+            raise suite.SuiteError(f"--val-folds must be 2 or more; got {args.val_folds}")
+        args.folds = args.folds or list(range(1, args.val_folds + 1))
+        if any(not 1 <= fold <= args.val_folds for fold in args.folds) or len(set(args.folds)) != len(args.folds):
+            raise suite.SuiteError(f"--folds takes distinct fold numbers from 1 to --val-folds {args.val_folds}; "
+                                   f"got {args.folds}")
+        if not os.environ.get("SHOTS", "16").isdigit():
+            raise suite.SuiteError(f"SHOTS must be a positive number of shots; got {os.environ['SHOTS']!r}")
+        if len(set(args.seeds)) != len(args.seeds) or len(set(args.datasets)) != len(args.datasets):
+            raise suite.SuiteError("each dataset and seed may be named once")
+    except suite.SuiteError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    # Fixed overrides get a folder of their own (as the suite's), each setting one below it.
+    root = os.path.join(suite.output_root(0, opts), "sweep", args.trainer)
+    shots = os.environ.get("SHOTS", "16")
+    started = time.time()
+    try:
+        combos = settings(grid, args.tries)
+    except suite.SuiteError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    names = [setting_name(setting) for setting in combos]
+    if len(set(names)) != len(names):
+        print("error: two settings are the same", file=sys.stderr)
+        return 2
+    failures, results = [], {}
+    for setting, name in zip(combos, names):
+        results[name] = {}
+        setting_opts = [item for key, value in setting for item in (key, value)]
+        for fold in args.folds:
+            output = os.path.join(root, name, f"fold{fold}")
+            if not args.no_run:
+                failures += suite.run_all([args.trainer], args.datasets, args.seeds,
+                                          opts + setting_opts + ["DATASET.VAL_FOLD", str(fold),
+                                                                 "DATASET.VAL_FOLDS", str(args.val_folds)], output, shots,
+                                          config=args.config, label=f"[{name} fold {fold}] ")
+            found = suite.collect(output, shots, [args.trainer], args.datasets, args.seeds, config=args.config)
+            results[name][fold] = found.get(args.trainer, {})
+    rows = rank(results, names, args.datasets, args.seeds, args.folds)
+    elapsed = time.time() - started
+    footer = (f"{args.trainer} on {', '.join(args.datasets)}; validation folds {' '.join(map(str, args.folds))} of "
+              f"{args.val_folds}; seeds "
+              f"{' '.join(map(str, args.seeds))}; {shots} shots{'; overrides ' + ' '.join(opts) if opts else ''}. "
+              f"Means over the (fold, seed, dataset) cells every setting finished, on held-out training images (no test "
+              f"image, no new class). "
+              f"Run on {datetime.date.today()} at commit {suite.commit()} on {suite.machine()}; {elapsed / 60:.1f} min.")
+    text = markdown(rows, names[0], footer)
+    out = args.out or root
+    os.makedirs(out, exist_ok=True)
+    record = {"trainer": args.trainer, "runs": root, "grid": [[k, v] for k, v in grid], "datasets": args.datasets,
+              "seeds": args.seeds, "folds": args.folds, "overrides": opts, "reference": names[0], "ranking": rows,
+              "failures": failures, "date": str(datetime.date.today()), "commit": suite.commit(),
+              "machine": suite.machine(), "elapsed_s": round(elapsed, 1)}
+    return suite.report(out, "sweep", text, record, failures)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,83 @@
+"""The sweep command's grid, folder names and ranking, on results records written by the test (no Dassl)."""
+import json
+import os
+import statistics
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts"))
+
+import suite  # noqa: E402
+import sweep  # noqa: E402
+
+
+def hm(base, new):
+    return 2 * base * new / (base + new)
+
+
+def test_grid_settings_and_names():
+    grid = sweep.parse_grid(["TRAINER.DUALMIPROMPT.W_ALIGN=0.0,8.0", "OPTIM.LR=0.01,0.02"])
+    assert grid == [("TRAINER.DUALMIPROMPT.W_ALIGN", ["0.0", "8.0"]), ("OPTIM.LR", ["0.01", "0.02"])]
+    combos = sweep.settings(grid)
+    assert len(combos) == 4 and combos[0] == [("TRAINER.DUALMIPROMPT.W_ALIGN", "0.0"), ("OPTIM.LR", "0.01")]
+    assert sweep.setting_name(combos[-1]) == "W_ALIGN=8.0,LR=0.02"
+    assert sweep.setting_name([]) == "default" and sweep.settings([]) == [[]]
+    assert sweep.setting_name([("TRAINER.X.CTX_INIT", "a photo/of")]) == "CTX_INIT=a_photo_of"
+    for bad in ("W_ALIGN", "w.x=1", "TRAINER.X.Y=", "=1"):
+        with pytest.raises(suite.SuiteError, match="--grid takes"):
+            sweep.parse_grid([bad])
+    with pytest.raises(suite.SuiteError, match="twice"):
+        sweep.parse_grid(["OPTIM.LR=1.0", "OPTIM.LR=2.0"])
+    tries = sweep.settings([], ["TRAINER.D.W_ALIGN=8.0", "TRAINER.D.W_ALIGN=8.0,TRAINER.D.TEMPLATES=ensemble"])
+    assert tries == [[], [("TRAINER.D.W_ALIGN", "8.0")], [("TRAINER.D.W_ALIGN", "8.0"), ("TRAINER.D.TEMPLATES", "ensemble")]]
+    assert [sweep.setting_name(t) for t in tries] == ["default", "W_ALIGN=8.0", "W_ALIGN=8.0,TEMPLATES=ensemble"]
+    with pytest.raises(suite.SuiteError, match="one value per key"):
+        sweep.settings([], ["OPTIM.LR=1.0,2.0"])
+
+
+def test_ranking_against_a_hand_computation(tmp_path):
+    # setting -> fold -> dataset -> (base, new); one seed
+    values = {
+        "ref": {1: {"d1": (80.0, 60.0), "d2": (50.0, 40.0)}, 2: {"d1": (78.0, 62.0), "d2": (52.0, 44.0)}},
+        "better": {1: {"d1": (81.0, 64.0), "d2": (51.0, 43.0)}, 2: {"d1": (79.0, 63.0), "d2": (53.0, 45.0)}},
+    }
+    results = {}
+    for name, folds in values.items():
+        results[name] = {}
+        for fold, by_dataset in folds.items():
+            output = tmp_path / name / f"fold{fold}"
+            for dataset, pair in by_dataset.items():
+                for folder, accuracy in zip(suite.run_dirs(str(output), dataset, "16", "T", 1, config=""), pair):
+                    folder = folder.replace(os.sep + "?" + os.sep, os.sep + "cfg" + os.sep)
+                    os.makedirs(folder)
+                    with open(os.path.join(folder, "results.json"), "w") as handle:
+                        json.dump({"accuracy": accuracy, "split": f"val_fold{fold}"}, handle)
+            results[name][fold] = suite.collect(str(output), "16", ["T"], ["d1", "d2"], [1], config="")["T"]
+    rows = sweep.rank(results, ["ref", "better"], ["d1", "d2"], [1], [1, 2])
+    assert [row["setting"] for row in rows] == ["better", "ref"]
+    cells = [(f, d) for f in (1, 2) for d in ("d1", "d2")]
+    for row in rows:
+        his = [hm(*values[row["setting"]][f][d]) for f, d in cells]
+        assert row["hm"] == pytest.approx(statistics.fmean(his))
+        assert row["base"] == pytest.approx(statistics.fmean(values[row["setting"]][f][d][0] for f, d in cells))
+        assert (row["cells"], row["expected_cells"], row["ranked_on"]) == (4, 4, 4)
+    diffs = [hm(*values["better"][f][d]) - hm(*values["ref"][f][d]) for f, d in cells]
+    assert rows[0]["vs_reference"]["mean"] == pytest.approx(statistics.fmean(diffs))
+    assert rows[0]["vs_reference"]["n"] == 4 and rows[1]["vs_reference"] is None
+    text = sweep.markdown(rows, "ref", "footer")
+    assert "| 2 | ref |" in text and "reference" in text
+    # A setting whose hard cell failed is ranked on the cells both settings have, never on easier ones.
+    del results["better"][2]["d2"]
+    rows = {row["setting"]: row for row in sweep.rank(results, ["ref", "better"], ["d1", "d2"], [1], [1, 2])}
+    shared = [(1, "d1"), (1, "d2"), (2, "d1")]
+    assert rows["better"]["cells"] == 3 and rows["ref"]["cells"] == 4 and rows["ref"]["ranked_on"] == 3
+    assert rows["ref"]["hm"] == pytest.approx(statistics.fmean(hm(*values["ref"][f][d]) for f, d in shared))
+
+
+def test_command_line_errors(tmp_path, monkeypatch):
+    monkeypatch.setenv("OUTPUT", str(tmp_path))  # --no-run: nothing would run even if a check let a line through
+    for argv in (["--grid", "lr=1"], ["--folds", "0"], ["--folds", "3"], ["--val-folds", "1"],
+                 ["--", "DATASET.VAL_FOLD", "1"], ["--", "OPTIM.LR"], ["--seeds", "1", "1"]):
+        assert sweep.main(["CoOp", "--no-run", *argv]) == 2, argv
+    assert os.listdir(tmp_path) == []
