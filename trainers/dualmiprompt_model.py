@@ -55,7 +55,7 @@ class DualMIOptions:
     class_token_position: str = "end"  # end, middle or front
     templates: str = "dataset"  # hand-crafted view: "dataset" (its own template) or "ensemble" (CLIP's 7 + it)
     w_text_mi: float = 1.0  # weight of the dual-view (soft / hand-crafted) MI loss; 0 switches it off
-    w_vis_mi: float = 0.5  # weight of the class-wise visual augmentation MI loss; 0 switches it off
+    w_vis_mi: float = 0.1  # weight of the class-wise visual augmentation MI loss (chosen on validation folds); 0: off
     estimator: str = "infonce"  # estimator of the dual-view MI: infonce, jsd or dv
     critic: str = "cosine"  # critic of both MI terms (each term has its own instance): cosine, bilinear or mlp
     vis_estimator: str = "infonce"  # estimator of the visual MI term
