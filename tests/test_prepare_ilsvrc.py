@@ -134,3 +134,37 @@ def test_flat_validation_images_without_labels_are_reported(tmp_path):
     ilsvrc.prepare_imagenet(str(folder), str(folder / "images"), {}, ARCHIVES, locator({}), False, logs.append)
     assert any("devkit.tar.gz" in line and "not sorted" in line for line in logs)
     assert "1 validation images lie directly in" in ilsvrc.val_hint(str(folder), str(folder / "images"))
+
+
+@pytest.mark.parametrize("bad", ["../../../../tmp/x", "/tmp/x", "n0211978", "n021197890", "x02119789"])
+def test_a_kaggle_class_id_that_is_not_a_wordnet_id_is_refused_and_nothing_moves(tmp_path, bad):
+    """A crafted LOC_val_solution.csv cannot place an image outside the validation folder."""
+    folder = tmp_path / "imagenet"
+    val_dir = folder / "images" / "val"
+    val_dir.mkdir(parents=True)
+    for i in range(1, 4):
+        (val_dir / val_name(i)).write_bytes(b"x")
+    rows = [f"{val_name(1)[:-5]},{LEAF_IDS[1]} 1 2 3 4", f"{val_name(2)[:-5]},{bad} 1 2 3 4",
+            f"{val_name(3)[:-5]},{LEAF_IDS[2]} 1 2 3 4"]
+    (folder / ilsvrc.KAGGLE_LABELS).write_text("ImageId,PredictionString\n" + "\n".join(rows) + "\n")
+    with pytest.raises(ilsvrc.ValLabelError, match=r"line 3: class id .* is not a WordNet id"):
+        ilsvrc.labels_from_kaggle_csv(str(folder / ilsvrc.KAGGLE_LABELS))
+    classes = {wnid: wnid for wnid in LEAF_IDS.values()}
+    with pytest.raises(ilsvrc.ValLabelError, match="line 3"):
+        ilsvrc.prepare_imagenet(str(folder), str(folder / "images"), classes, ARCHIVES, locator({}), False,
+                                lambda _: None)
+    assert sorted(p.name for p in val_dir.iterdir()) == [val_name(i) for i in range(1, 4)]  # nothing moved
+    assert not (tmp_path / "tmp").exists()
+
+
+def test_a_class_id_outside_the_class_list_is_refused(tmp_path):
+    csv_path = tmp_path / "LOC_val_solution.csv"
+    csv_path.write_text(f"ImageId,PredictionString\n{val_name(1)[:-5]},n99999999 1 2 3 4\n")
+    with pytest.raises(ilsvrc.ValLabelError, match="line 2: class id n99999999 is not one of the 3 ImageNet"):
+        ilsvrc.labels_from_kaggle_csv(str(csv_path), set(LEAF_IDS.values()))
+    val_dir = tmp_path / "val"
+    val_dir.mkdir()
+    (val_dir / val_name(1)).write_bytes(b"x")
+    with pytest.raises(ilsvrc.ValLabelError, match="not a WordNet id"):
+        ilsvrc.sort_val(str(val_dir), {val_name(1): "../escape"}, progress=False)
+    assert (val_dir / val_name(1)).exists() and not (tmp_path / "escape").exists()

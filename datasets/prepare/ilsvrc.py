@@ -7,6 +7,7 @@ ILSVRC2012_ID of ``data/ILSVRC2012_validation_ground_truth.txt`` to a WordNet id
 import csv
 import io
 import os
+import re
 import tarfile
 
 from tqdm import tqdm
@@ -20,6 +21,22 @@ KAGGLE_LABELS = "LOC_val_solution.csv"
 
 class ValLabelError(ValueError):
     """The validation labels cannot be read, or do not cover the images found."""
+
+
+# A class id names a folder: only a WordNet id (n + 8 digits) may do that, so a label file cannot place an image
+# outside the validation folder.
+WNID = re.compile(r"n\d{8}")
+
+
+def check_wnid(wnid, classes, where):
+    """``wnid`` if it is a WordNet id among ``classes`` (when given); else ValLabelError naming ``where``."""
+    if not isinstance(wnid, str) or not WNID.fullmatch(wnid):
+        raise ValLabelError(f"{where}: class id {wnid!r} is not a WordNet id (n followed by 8 digits); the file is "
+                            "not ImageNet's validation ground truth, or it is damaged.")
+    if classes is not None and wnid not in classes:
+        raise ValLabelError(f"{where}: class id {wnid} is not one of the {len(classes)} ImageNet classes of "
+                            "classnames.txt.")
+    return wnid
 
 
 def extract_train(train_tar, train_dir, progress=True):
@@ -71,13 +88,18 @@ def labels_from_devkit(devkit_archive):
     return labels
 
 
-def labels_from_kaggle_csv(path):
+def labels_from_kaggle_csv(path, classes=None):
     """``{image file name: wnid}`` from Kaggle's ``LOC_val_solution.csv`` (ImageId, PredictionString whose first
-    word is the wnid)."""
+    word is the wnid); every wnid is checked (``check_wnid``), naming the line of a bad one."""
     labels = {}
     with open(path, newline="") as handle:
-        for row in csv.DictReader(handle):
-            labels[row["ImageId"] + ".JPEG"] = row["PredictionString"].split()[0]
+        reader = csv.DictReader(handle)
+        for row in reader:
+            where = f"{path} line {reader.line_num}"
+            words = (row.get("PredictionString") or "").split()
+            if not row.get("ImageId") or not words:
+                raise ValLabelError(f"{where}: expected ImageId,PredictionString with a class id first; got {row}")
+            labels[row["ImageId"] + ".JPEG"] = check_wnid(words[0], classes, where)
     return labels
 
 
@@ -88,14 +110,16 @@ def unsorted_val_images(val_dir):
     return sorted(entry.name for entry in os.scandir(val_dir) if entry.is_file() and not entry.name.startswith("."))
 
 
-def sort_val(val_dir, labels, progress=True):
+def sort_val(val_dir, labels, progress=True, classes=None):
     """Move each flat validation image into ``val_dir/<wnid>/``; returns how many were moved. Safe to rerun:
-    only images still lying flat are moved."""
+    only images still lying flat are moved. Every label is checked before anything moves (``check_wnid``)."""
     flat = unsorted_val_images(val_dir)
     unknown = [name for name in flat if name not in labels]
     if unknown:
         raise ValLabelError(f"{len(unknown)} images in {val_dir} have no label in the ground truth, e.g. {unknown[0]}: "
                             "are they ILSVRC2012 validation images?")
+    for name in flat:
+        check_wnid(labels[name], classes, f"the label of {name}")
     for name in tqdm(flat, desc="sorting validation images into class folders", unit="img", disable=not progress):
         folder = os.path.join(val_dir, labels[name])
         os.makedirs(folder, exist_ok=True)
@@ -124,12 +148,13 @@ def prepare_imagenet(dataset_folder, image_dir, class_folders, archives, locate,
         if devkit:
             labels = labels_from_devkit(devkit)
         elif os.path.isfile(kaggle):
-            labels = labels_from_kaggle_csv(kaggle)
+            labels = labels_from_kaggle_csv(kaggle, set(class_folders))
         else:
             log(f"The validation images in {val_dir} are not sorted into class folders yet: put "
                 f"{devkit_archive.name} (or {KAGGLE_LABELS}) in {dataset_folder} and run again.")
             return
-        log(f"Sorted {sort_val(val_dir, labels, progress)} validation images into class folders in {val_dir}")
+        log(f"Sorted {sort_val(val_dir, labels, progress, set(class_folders))} validation images into class folders "
+            f"in {val_dir}")
 
 
 def val_hint(dataset_folder, image_dir):
