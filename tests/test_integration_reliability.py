@@ -143,3 +143,41 @@ def test_a_checkpoint_crafted_to_run_code_is_refused(tmp_path):
                         "--eval-only", "--model-dir", tmp_path / "model", *tiny_overrides(clip_file)], check=False)
     assert result.returncode == 2 and "weights_only=True" in result.stderr
     assert not os.path.exists(MARKER)
+
+
+def test_evaluation_refuses_a_non_finite_or_foreign_checkpoint_and_an_old_record_costs_nothing(tmp_path):
+    """A checkpoint with NaN weights, or one written by another trainer, is refused with one message naming it; an
+    earlier results.json whose ``created`` is null or holds a path is kept aside and the new record is written."""
+    root, clip_file = pets_setup(tmp_path)
+    common = ["--root", root, "--seed", 1, "--dataset-config-file", "configs/datasets/oxford_pets.yaml"]
+    tiny = tiny_overrides(clip_file, epochs=1)  # KEY VALUE pairs: last on the command line
+    coop = ["--trainer", "CoOp", "--config-file", "configs/trainers/CoOp/vit_b16_ctxv1.yaml"]
+    run_train([*coop, *common, "--output-dir", tmp_path / "m", *tiny])
+    checkpoint_path = tmp_path / "m" / "prompt_learner" / "model.pth.tar-1"
+    checkpoint = torch.load(checkpoint_path, weights_only=True)
+    assert checkpoint["trainer"] == "CoOp"
+
+    def evaluate(trainer_args, out):
+        return run_train([*trainer_args, *common, "--output-dir", tmp_path / out, "--eval-only",
+                          "--model-dir", tmp_path / "m", *tiny], check=False)
+
+    dual = ["--trainer", "DualMIPrompt", "--config-file",
+            "configs/trainers/DualMIPrompt/vit_b16_c4_ep200_batch32_ctxv1.yaml"]
+    result = evaluate(dual, "foreign")
+    assert result.returncode == 2 and "was written by CoOp, not DualMIPrompt" in result.stderr
+    assert not (tmp_path / "foreign" / "results.json").exists()
+
+    # An old results.json with a damaged creation time: the new evaluation still records, the old one is kept.
+    (tmp_path / "ev").mkdir()
+    for created in (None, "../../x/y"):
+        (tmp_path / "ev" / "results.json").write_text(json.dumps({"accuracy": 1.0, "created": created}))
+        assert evaluate(coop, "ev").returncode == 0
+        assert json.loads((tmp_path / "ev" / "results.json").read_text())["accuracy"] > 1.0
+    kept = sorted(p.name for p in (tmp_path / "ev").glob("results-*.json"))
+    assert len(kept) == 2 and "xy" in "".join(kept) and not (tmp_path / "x").exists()
+
+    checkpoint["state_dict"]["prompt_learner.ctx"][0, 0] = float("nan")
+    torch.save(checkpoint, checkpoint_path)
+    result = evaluate(coop, "nan")
+    assert result.returncode == 2 and "prompt_learner.ctx holds NaN or infinite values" in result.stderr
+    assert not (tmp_path / "nan" / "results.json").exists()

@@ -345,6 +345,7 @@ class PromptTrainer(TrainerX):
         folder = os.path.join(directory, self.MODEL_NAME)
         name = model_name or f"{CHECKPOINT_PREFIX}{epoch + 1}"
         state = {
+            "trainer": self.cfg.TRAINER.NAME,  # a checkpoint is only loaded by the trainer that wrote it
             "state_dict": self.learned_state(),
             "epoch": epoch + 1,
             "optimizer": self.optim.state_dict(),
@@ -358,6 +359,15 @@ class PromptTrainer(TrainerX):
         with atomic_open(os.path.join(folder, "checkpoint")) as handle:
             handle.write(name + "\n")
         print(f"Checkpoint saved to {path}")
+
+    def check_checkpoint_trainer(self, checkpoint, source):
+        """Refuse a checkpoint written by another trainer (older checkpoints, which do not say, are accepted)."""
+        if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
+            raise CheckpointError(f"{source} is not a checkpoint of this toolbox (no state_dict of tensors).")
+        writer = checkpoint.get("trainer")
+        if writer is not None and writer != self.cfg.TRAINER.NAME:
+            raise CheckpointError(f"{source} was written by {writer}, not {self.cfg.TRAINER.NAME}: evaluate it with "
+                                  f"--trainer {writer} (its parameters mean something else to another trainer).")
 
     def extra_checkpoint_state(self):
         """Training state of a subclass beyond parameters, optimiser and schedule (plain tensors and numbers)."""
@@ -377,6 +387,12 @@ class PromptTrainer(TrainerX):
         class_specific = set(self.model.class_specific_parameters())
         for name, param in learned.items():
             saved = state_dict[name]
+            if not isinstance(saved, torch.Tensor):
+                raise CheckpointError(f"{source}: {name} is a {type(saved).__name__}, not a tensor: the file is not a "
+                                      "checkpoint of this toolbox, or it is damaged.")
+            if saved.is_floating_point() and not torch.isfinite(saved).all():
+                raise CheckpointError(f"{source}: {name} holds NaN or infinite values; a model with them would only "
+                                      "record nonsense. Use an earlier checkpoint, or train again.")
             if saved.shape != param.shape:
                 if name in class_specific and saved.shape[1:] == param.shape[1:]:
                     raise CheckpointError(
@@ -415,6 +431,7 @@ class PromptTrainer(TrainerX):
                 "Train first, or point --model-dir at the output folder of a finished training run."
             )
         checkpoint = load_checkpoint_file(path)
+        self.check_checkpoint_trainer(checkpoint, path)
         self.load_learned(checkpoint["state_dict"], path)
         self.loaded_epoch = checkpoint.get("epoch")
         self.loaded_from = os.path.abspath(directory)
@@ -429,6 +446,7 @@ class PromptTrainer(TrainerX):
         with open(pointer) as handle:
             path = os.path.join(folder, handle.readline().strip())
         checkpoint = load_checkpoint_file(path)
+        self.check_checkpoint_trainer(checkpoint, path)
         self.load_learned(checkpoint["state_dict"], path)
         self.optim.load_state_dict(checkpoint["optimizer"])
         self.sched.load_state_dict(checkpoint["scheduler"])

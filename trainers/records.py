@@ -44,6 +44,23 @@ def library_versions():
     return versions
 
 
+def superseded_path(output_dir, path):
+    """Where an earlier record goes: ``results-<its creation time>.json``, never over another file. Its ``created``
+    is only trusted as letters and digits (a damaged or crafted record can name no other place, nor crash the
+    run that would lose its new record for it)."""
+    try:
+        with open(path) as handle:
+            created = json.load(handle).get("created")
+    except (OSError, ValueError, AttributeError):
+        created = None
+    stamp = "".join(c for c in created if c.isascii() and c.isalnum()) if isinstance(created, str) else ""
+    stamp = stamp[:32] or datetime.datetime.now().strftime("%Y%m%dT%H%M%S")
+    candidate, n = os.path.join(output_dir, f"results-{stamp}.json"), 1
+    while os.path.exists(candidate):
+        candidate, n = os.path.join(output_dir, f"results-{stamp}-{n}.json"), n + 1
+    return candidate
+
+
 def write_record(output_dir, record):
     """Write ``results.json`` and its readable twin ``summary.txt``; an earlier record of the same folder is kept
     under a dated name, never lost."""
@@ -52,13 +69,7 @@ def write_record(output_dir, record):
         raise ValueError(f"results record lacks {', '.join(missing)}")
     path = os.path.join(output_dir, RECORD_NAME)
     if os.path.exists(path):
-        with open(path) as handle:
-            try:
-                previous = json.load(handle).get("created", "")
-            except (json.JSONDecodeError, AttributeError):
-                previous = ""
-        stamp = previous.replace(":", "").replace("-", "") or datetime.datetime.now().strftime("%Y%m%dT%H%M%S")
-        os.replace(path, os.path.join(output_dir, f"results-{stamp}.json"))
+        os.replace(path, superseded_path(output_dir, path))
     atomic_write_json(path, record)
     with atomic_open(os.path.join(output_dir, SUMMARY_NAME)) as handle:
         handle.write(format_summary(record))
