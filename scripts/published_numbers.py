@@ -49,7 +49,7 @@ BASE2NEW = {
     },
 }
 
-# The papers' 11-dataset averages (Base, New, HM); the same in DESIGN.md section 3 and the MaPLe README.
+# The papers' 11-dataset averages (Base, New, HM), as the MaPLe README tabulates them.
 BASE2NEW_AVERAGE = {
     "CLIP": (69.34, 74.22, 71.70),
     "CoOp": (82.69, 63.22, 71.66),

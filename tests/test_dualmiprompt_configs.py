@@ -1,5 +1,5 @@
-"""DualMIPrompt's config files: valid options, and one ablation config per row of DESIGN.md 2, each the base config
-with only that row's change."""
+"""DualMIPrompt's config files: valid options, and one ablation config per row of the ablation table (README,
+section DualMIPrompt), each the base config with only that row's change."""
 import glob
 import os
 
@@ -13,8 +13,8 @@ FOLDER = os.path.join(ROOT, "configs/trainers/DualMIPrompt")
 BASE = "vit_b16_c4_ep200_batch32_ctxv1.yaml"
 KEY = "TRAINER.DUALMIPROMPT."
 
-# Each ablation row and what it changes in the base config (DESIGN.md 2: CE only; + text MI; + visual augmentation;
-# both; each estimator; each critic; each MIX_MODE; INFER_BETA in {0, 0.5}).
+# Each ablation row and what it changes in the base config (the method's ablation table: CE only; + text MI;
+# + visual augmentation; both; each estimator; each critic; each MIX_MODE; INFER_BETA in {0, 0.5}).
 ABLATION = {
     "01_ce_only": {"W_TEXT_MI": 0.0, "W_VIS_MI": 0.0},
     "02_text_mi": {"W_VIS_MI": 0.0},

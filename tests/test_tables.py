@@ -396,7 +396,7 @@ def test_published_numbers_are_consistent():
         assert average[0] == pytest.approx(mean([v[0] for v in rows.values()]), abs=0.011)
         assert average[1] == pytest.approx(mean([v[1] for v in rows.values()]), abs=0.011)
         assert average[2] == pytest.approx(hm(average[0], average[1]), abs=0.011)
-    # DESIGN.md section 3.
+    # The published averages (MaPLe README, CoCoOp paper).
     assert published.BASE2NEW_AVERAGE == {"CLIP": (69.34, 74.22, 71.70), "CoOp": (82.69, 63.22, 71.66),
                                           "CoCoOp": (80.47, 71.69, 75.83), "MaPLe": (82.28, 75.14, 78.55)}
     for rows, averages, targets in ((published.CROSS_DATASET, published.CROSS_DATASET_AVERAGE, tables.XD_TARGETS),

@@ -1,6 +1,6 @@
 """DualMIPrompt: soft and hand-crafted prompts as two views of the text, tied by mutual information, plus a
 class-wise visual augmentation (our reading of Zhang et al., "Generalizable Prompt Tuning for Vision-Language
-Models", arXiv 2410.03189; see notes/README_dualmiprompt.md). The model lives in ``dualmiprompt_model.py``."""
+Models", arXiv 2410.03189; see README.md, section DualMIPrompt). The model lives in ``dualmiprompt_model.py``."""
 from dassl.engine import TRAINER_REGISTRY
 from yacs.config import CfgNode as CN
 
