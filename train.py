@@ -8,16 +8,24 @@ import difflib
 import os
 import sys
 
-import trainers  # noqa: F401  (first: registers the trainers and neutralises Dassl's import side effects)
-import datasets  # noqa: F401  (registers the datasets)
-import torch
-from dassl.data.datasets import DATASET_REGISTRY
-from dassl.engine import TRAINER_REGISTRY, build_trainer
-from dassl.utils import collect_env_info, set_random_seed, setup_logger
-from datasets.splits import DatasetLayoutError
-from trainers.base import CheckpointError, ImageReadError
-from trainers.clip_loader import ClipWeightsError
-from trainers.config import ConfigError, get_cfg_default, merge_file, merge_overrides, validate_cfg
+from common.dassl_env import import_dassl
+
+import_dassl()  # first: Dassl without its import side effects
+
+import datasets  # noqa: E402
+import torch  # noqa: E402
+from trainers import registry  # noqa: E402
+
+registry.register_with_dassl()
+datasets.register_with_dassl()
+
+from dassl.data.datasets import DATASET_REGISTRY  # noqa: E402
+from dassl.engine import TRAINER_REGISTRY, build_trainer  # noqa: E402
+from dassl.utils import collect_env_info, set_random_seed, setup_logger  # noqa: E402
+from datasets.splits import DatasetLayoutError  # noqa: E402
+from trainers.base import CheckpointError, ImageReadError  # noqa: E402
+from trainers.clip_loader import ClipWeightsError  # noqa: E402
+from trainers.config import ConfigError, get_cfg_default, merge_file, merge_overrides, validate_cfg  # noqa: E402
 
 USER_ERRORS = (ConfigError, DatasetLayoutError, ClipWeightsError, CheckpointError, ImageReadError, FloatingPointError)
 

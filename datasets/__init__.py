@@ -1,23 +1,16 @@
-"""Importing this package registers every dataset with Dassl (``splits`` alone needs no Dassl)."""
-import importlib.util
+"""The datasets. ``register_with_dassl()`` (called by ``train.py``) imports every dataset module, registering it
+with Dassl; ``splits``, ``world`` and ``prepare`` need no Dassl. This package never imports ``trainers``."""
+import importlib
+import pkgutil
 
-if importlib.util.find_spec("dassl") is not None:
-    # First: importing trainers neutralises the side effects of importing Dassl (this package is also an entry
-    # point of its own: python -m datasets.prepare).
-    import trainers  # noqa: F401
+from common.dassl_env import import_dassl
 
-    from . import (  # noqa: F401
-        caltech101,
-        dtd,
-        eurosat,
-        fgvc_aircraft,
-        food101,
-        imagenet,
-        imagenet_variants,
-        oxford_flowers,
-        oxford_pets,
-        stanford_cars,
-        sun397,
-        ucf101,
-        world_datasets,
-    )
+# Modules of this package that are not Dassl datasets.
+NOT_DATASETS = {"splits", "benchmark", "world", "prepare"}
+
+
+def register_with_dassl():
+    import_dassl()
+    for module in pkgutil.iter_modules(__path__):
+        if module.name not in NOT_DATASETS:
+            importlib.import_module(f"{__name__}.{module.name}")

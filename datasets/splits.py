@@ -178,7 +178,7 @@ def load_or_build_fewshot(cache_path, key, dataset_dir, build):
     Paths are stored relative to ``dataset_dir`` so the cache survives moving the data folder. A cache whose key
     differs (other split file, rule or shots) or that cannot be parsed is rebuilt with a message.
     """
-    from trainers.fileio import atomic_write_json
+    from common.fileio import atomic_write_json
 
     if os.path.isfile(cache_path):
         try:

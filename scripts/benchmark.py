@@ -37,20 +37,7 @@ import torch
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-
-def models_without_dassl():
-    """Make ``trainers`` a bare package, so that importing its model modules skips the package's ``__init__``
-    (which imports Dassl to register the trainers: 5 s per process, and memory that is not the models')."""
-    import types
-
-    package = types.ModuleType("trainers")
-    package.__path__ = [os.path.join(REPO, "trainers")]
-    sys.modules["trainers"] = package
-
-
-if __name__ == "__main__" and "trainers" not in sys.modules:
-    models_without_dassl()
-
+from trainers import registry  # noqa: E402  (the models only: no Dassl)
 from trainers.clip_loader import (  # noqa: E402
     PRECISIONS, cast_frozen_weights, precision_autocast, random_clip, weights_dtype)
 
@@ -67,40 +54,11 @@ def class_names(count):
     return names
 
 
-def build_coop(clip_model, classnames):
-    from trainers.coop_model import CoOpCLIP
-
-    return CoOpCLIP(clip_model, classnames, n_ctx=4, ctx_init="a photo of a")
-
-
-def build_cocoop(clip_model, classnames):
-    from trainers.cocoop_model import CoCoOpCLIP
-
-    return CoCoOpCLIP(clip_model, classnames, n_ctx=4, ctx_init="a photo of a")
+def benchmark_trainers():
+    """The trainers with a benchmark case (declared in the trainer registry), in table order."""
+    return [spec.name for spec in registry.specs() if spec.benchmark_model is not None]
 
 
-def build_maple(clip_model, classnames):
-    from trainers.maple_model import MaPLeCLIP
-
-    # The official depth 9 assumes 12 layers; a smaller CLIP (--quick) gets as many as it has.
-    depth = min(9, len(clip_model.transformer.resblocks), len(clip_model.visual.transformer.resblocks))
-    return MaPLeCLIP(clip_model, classnames, n_ctx=2, ctx_init="a photo of a", prompt_depth=depth)
-
-
-def build_dualmiprompt(clip_model, classnames):
-    from trainers.dualmiprompt_model import DualMIOptions, DualMIPromptCLIP
-    from trainers.templates import DEFAULT_TEMPLATE
-
-    return DualMIPromptCLIP(clip_model, classnames, (DEFAULT_TEMPLATE,), DualMIOptions())
-
-
-# Trainer name -> function building its model from (frozen CLIP, class names) with its default settings.
-CASES = {
-    "CoOp": build_coop,
-    "CoCoOp": build_cocoop,
-    "MaPLe": build_maple,
-    "DualMIPrompt": build_dualmiprompt,
-}
 MODES = ("ours", "reference")
 ROW_FIELDS = ("trainer", "mode", "prec", "backbone", "device", "classes", "batch", "step_s", "eval_classes",
               "eval_images", "eval_batch", "eval_images_per_s", "train_peak_bytes", "train_rest_bytes",
@@ -127,7 +85,7 @@ def build_clip(backbone, prec, device):
 
 
 def build_case(trainer, clip_model, classes, mode, device):
-    model = CASES[trainer](clip_model, class_names(classes)).to(device)
+    model = registry.get(trainer).benchmark_model(clip_model, class_names(classes)).to(device)
     model.reference_mode = mode == "reference"
     return model
 
@@ -517,7 +475,7 @@ QUICK = dict(backbone="tiny", classes=10, batch=4, steps=2, warmup=1, eval_image
 
 def build_parser():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--trainers", nargs="+", default=list(CASES), choices=list(CASES))
+    parser.add_argument("--trainers", nargs="+", default=benchmark_trainers(), choices=benchmark_trainers())
     parser.add_argument("--backbone", default="ViT-B/16")
     parser.add_argument("--classes", type=int, default=100, help="classes during training")
     parser.add_argument("--batch", type=int, default=32, help="training batch size")

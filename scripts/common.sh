@@ -25,51 +25,18 @@ case "$XD_SOURCE" in
         exit 2 ;;
 esac
 
-# default_config TRAINER DATASET PROTOCOL -> the config file name (without .yaml) used when none is given.
-# DATASET is the dataset the model is trained on (ImageNet for every cross-dataset evaluation); SHOTS is set.
+# default_config TRAINER DATASET PROTOCOL [NAME] -> "CONFIG_NAME CONFIG_FILE learns|evaluates", from the trainer registry (each
+# trainer declares its default config per protocol and dataset next to its code: trainers/registry.py). DATASET is
+# the dataset the model is trained on (ImageNet for every cross-dataset evaluation); SHOTS is set. A NAME given by
+# the user is only checked.
 default_config() {
-    local trainer=$1 dataset=$2 protocol=$3
-    # The embedded world benchmark: every trainer has one config for it (small CLIP, 48 px, CPU-sized).
-    case "$dataset" in
-        world|world_*)
-            case "$trainer" in
-                ZeroshotCLIP|CoOp|CoCoOp|MaPLe|DualMIPrompt) echo world; return 0 ;;
-            esac ;;
-    esac
-    case "$trainer" in
-        CoOp)
-            if [ "$protocol" = fewshot ]; then
-                # CoOp's few-shot schedule (KaiyangZhou/CoOp, COOP.md): 50 epochs for 1 shot and for ImageNet,
-                # 100 for 2 and 4 shots, 200 for 8 and 16; 16 random context tokens.
-                if [ "$dataset" = imagenet ] || [ "$SHOTS" -le 1 ]; then echo vit_b16_ep50
-                elif [ "$SHOTS" -le 4 ]; then echo vit_b16_ep100
-                else echo vit_b16; fi
-            elif [ "$dataset" = imagenet ]; then echo vit_b16_ep50_ctxv1
-            else echo vit_b16_ctxv1; fi ;;
-        ZeroshotCLIP|ZeroshotCLIP2)
-            echo vit_b16 ;;
-        CoCoOp)
-            # The official config for base-to-new and cross-dataset alike.
-            echo vit_b16_c4_ep10_batch1_ctxv1 ;;
-        MaPLe)
-            case "$protocol" in
-                xd|dg) echo vit_b16_c2_ep5_batch4_2ctx_cross_datasets ;;
-                *) echo vit_b16_c2_ep5_batch4_2ctx ;;
-            esac ;;
-        DualMIPrompt)
-            # Cross-dataset (xd) and domain generalisation (dg) share one ImageNet-trained model.
-            if [ "$protocol" = xd ] || [ "$protocol" = dg ]; then echo vit_b16_c4_ep50_batch32_ctxv1_cross_datasets
-            elif [ "$dataset" = imagenet ]; then echo vit_b16_c4_ep50_batch32_ctxv1
-            else echo vit_b16_c4_ep200_batch32_ctxv1; fi ;;
-        *)
-            echo "error: no default config for trainer $trainer; give CONFIG as an argument or in the environment" >&2
-            return 1 ;;
-    esac
+    "${PYTHON:-python3}" -m trainers.registry config "$1" "$3" "$2" --shots "${SHOTS:-16}" --name "${4:-}"
 }
 
-# learns_nothing TRAINER: true for the zero-shot trainers, which are only evaluated.
+# learns_nothing TRAINER: true for the trainers that are only evaluated (zero-shot).
 learns_nothing() {
-    case "$1" in ZeroshotCLIP|ZeroshotCLIP2) return 0 ;; *) return 1 ;; esac
+    if [ "$1" = "${TRAINER:-}" ] && [ -n "${TRAINER_LEARNS:-}" ]; then [ "$TRAINER_LEARNS" = evaluates ]; return; fi
+    ! "${PYTHON:-python3}" -m trainers.registry learns "$1"
 }
 
 # parse_args "$@" for a one-run script. A script whose dataset is fixed sets FIXED_DATASET (its arguments then start
@@ -102,13 +69,10 @@ parse_args() {
         echo "error: SHOTS must be an integer; got '$SHOTS'" >&2
         exit 2
     fi
-    CFG=${POSITIONAL[3]:-${CONFIG:-}}
-    if [ -z "$CFG" ]; then CFG=$(default_config "$TRAINER" "${CONFIG_DATASET:-$DATASET}" "$PROTOCOL") || exit 2; fi
+    local found
+    found=$(default_config "$TRAINER" "${CONFIG_DATASET:-$DATASET}" "$PROTOCOL" "${POSITIONAL[3]:-${CONFIG:-}}") || exit 2
+    read -r CFG CFG_FILE TRAINER_LEARNS <<< "$found"
     check_dataset "$DATASET"
-    if [ ! -f "configs/trainers/$TRAINER/$CFG.yaml" ]; then
-        echo "error: no config configs/trainers/$TRAINER/$CFG.yaml (trainer '$TRAINER', config '$CFG')" >&2
-        exit 2
-    fi
 }
 
 check_dataset() {
@@ -144,7 +108,7 @@ run_train_py() {
         --seed "$SEED" \
         --trainer "$TRAINER" \
         --dataset-config-file "configs/datasets/$DATASET.yaml" \
-        --config-file "configs/trainers/$TRAINER/$CFG.yaml" \
+        --config-file "$CFG_FILE" \
         --output-dir "$dir" \
         "$@" \
         PROTOCOL "$PROTOCOL" \

@@ -32,7 +32,7 @@ sys.path.insert(0, REPO)
 
 from datasets.world import catalog, pretraining  # noqa: E402
 from datasets.world.scenes import consistency_matrix  # noqa: E402
-from trainers.fileio import atomic_torch_save, atomic_write_json  # noqa: E402
+from common.fileio import atomic_torch_save, atomic_write_json  # noqa: E402
 
 DEFAULT_OUTPUT = os.path.join("trainers", "pretrained", "world_clip.pt")
 # The fixed subset the tests recompute the zero-shot accuracy on: the first test images of each class.
@@ -182,17 +182,41 @@ def train(args, log=log_line):
                           "render_wall_s": round(render_time[0], 1), "render_cpu_s": round(render_time[1], 1)}
 
 
+def zero_shot_accuracy(clip_model, name, split="test", per_class=None, seed=catalog.WORLD_SEED, batch=256):
+    """Zero-shot accuracy (%) of ``clip_model`` on a world dataset with its template: over all classes, and
+    for the base-to-new protocol over the base (first half) and new (second half) classes, each predicted among
+    its own half only, as ``DATASET.SUBSAMPLE_CLASSES`` does."""
+    from trainers.zsclip_model import TemplateCLIP
+
+    images, labels, classnames = pretraining.dataset_images(name, split, per_class, seed)
+    template = catalog.get_spec(name).template
+    model = TemplateCLIP(clip_model, classnames, (template,)).eval()
+    with torch.no_grad():
+        weights = model.class_weights()
+        features = torch.cat([model.encode_image(pretraining.to_tensor(images[i:i + batch])) for i in range(0, len(images), batch)])
+    scores = (features @ weights.t()).numpy()
+    half = (len(classnames) + 1) // 2
+    result = {"all": float(np.mean(scores.argmax(1) == labels) * 100)}
+    for part, columns in (("base", slice(0, half)), ("new", slice(half, None))):
+        rows = (labels < half) if part == "base" else (labels >= half)
+        offset = 0 if part == "base" else half
+        predicted = scores[rows][:, columns].argmax(1) + offset
+        result[part] = float(np.mean(predicted == labels[rows]) * 100)
+    result["images"] = int(len(labels))
+    return result
+
+
 def evaluate(path, skip_others=False):
     from trainers.clip_loader import load_clip
 
     clip_model = load_clip("WorldCLIP", path)
-    results = {"world": pretraining.zero_shot_accuracy(clip_model, "world"),
-               "world_subset": {**pretraining.zero_shot_accuracy(clip_model, "world", per_class=SUBSET_PER_CLASS),
+    results = {"world": zero_shot_accuracy(clip_model, "world"),
+               "world_subset": {**zero_shot_accuracy(clip_model, "world", per_class=SUBSET_PER_CLASS),
                                 "per_class": SUBSET_PER_CLASS}}
     if not skip_others:
         for name in catalog.CATALOG:
             if name != "world":
-                results[name] = pretraining.zero_shot_accuracy(clip_model, name)
+                results[name] = zero_shot_accuracy(clip_model, name)
     return results
 
 

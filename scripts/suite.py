@@ -42,12 +42,13 @@ REPO = os.path.dirname(HERE)
 sys.path.insert(0, REPO)
 sys.path.insert(0, HERE)
 
-from tables import harmonic_mean, paired_difference  # noqa: E402
 
 from datasets.world.catalog import CATALOG, SUITE  # noqa: E402
+from trainers import registry  # noqa: E402
+from trainers.results import statistics as stats  # noqa: E402
+from trainers.results.statistics import harmonic_mean, paired_difference  # noqa: E402
 
-TRAINERS = ("ZeroshotCLIP", "CoOp", "CoCoOp", "MaPLe", "DualMIPrompt")
-CONFIG = "world"
+CONFIG = "world"  # every trainer's config for the embedded world datasets
 QUICK_DATASETS = ("world", "world_textures")
 QUICK_SEEDS = (1,)
 
@@ -67,7 +68,7 @@ def parse_command_line(parser, argv=None):
 
 def build_parser():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--trainers", nargs="+", default=list(TRAINERS))
+    parser.add_argument("--trainers", nargs="+", default=suite_trainers())
     parser.add_argument("--seeds", nargs="+", type=int, help="default: 1 2 3 (--quick: 1)")
     parser.add_argument("--datasets", nargs="+", help=f"default: {' '.join(SUITE)} (--quick: {' '.join(QUICK_DATASETS)})")
     parser.add_argument("--quick", action="store_true", help="one seed and two datasets unless given")
@@ -116,19 +117,16 @@ def output_root(image_seed=0, opts=()):
     return output
 
 
-def available_trainers():
-    """Names registered with Dassl in this checkout (importing ``trainers`` registers them)."""
-    import trainers  # noqa: F401  (registers the trainers)
-    from dassl.engine import TRAINER_REGISTRY
-
-    return set(TRAINER_REGISTRY.registered_names())
+def suite_trainers():
+    """The trainers the suite compares by default: those the registry puts in it, in table order."""
+    return [spec.name for spec in registry.specs() if spec.in_suite and spec.world_config == CONFIG]
 
 
-def missing_reason(trainer, registered):
-    if trainer not in registered:
-        return "not in this checkout (no registered trainer)"
-    if not os.path.isfile(os.path.join(REPO, "configs", "trainers", trainer, f"{CONFIG}.yaml")):
-        return f"no configs/trainers/{trainer}/{CONFIG}.yaml"
+def missing_reason(trainer):
+    try:
+        registry.get(trainer).config_path(CONFIG)
+    except registry.RegistryError as err:
+        return str(err)
     return ""
 
 
@@ -204,7 +202,8 @@ def collect(output, shots, trainers, datasets, seeds, config=CONFIG):
 
 
 def mean_std(values):
-    return {"mean": statistics.fmean(values), "std": statistics.pstdev(values), "n": len(values)} if values else None
+    spread = stats.mean_std(values)
+    return None if spread is None else {"mean": spread[0], "std": spread[1], "n": len(values)}
 
 
 def summary(results, trainers, datasets, seeds):
@@ -373,8 +372,7 @@ def main(argv=None):
     failures = []
     trainers = list(args.trainers)
     if not args.no_run:
-        registered = available_trainers()
-        missing = {t: missing_reason(t, registered) for t in trainers}
+        missing = {t: missing_reason(t) for t in trainers}
         for trainer, reason in missing.items():
             if reason:
                 print(f"{trainer}: skipped, {reason}")

@@ -36,7 +36,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 import suite  # noqa: E402  (also puts the repository on sys.path)
-from tables import harmonic_mean, paired_difference  # noqa: E402
+from trainers.results.statistics import harmonic_mean, paired_difference  # noqa: E402
 
 from datasets.world.catalog import SUITE  # noqa: E402
 

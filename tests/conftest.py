@@ -7,10 +7,19 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "tests"))
+sys.path.insert(0, os.path.join(ROOT, "scripts"))  # the scripts' modules (tables, suite, sweep, benchmark, ...)
 
 HAVE_DASSL = importlib.util.find_spec("dassl") is not None
 if HAVE_DASSL:
-    import trainers  # noqa: F401,E402  (neutralises Dassl's import side effects before any test imports it)
+    # Dassl without its import side effects, then every trainer and dataset registered, before any test runs.
+    from common.dassl_env import import_dassl  # noqa: E402
+
+    import_dassl()
+    import datasets  # noqa: E402
+    from trainers import registry  # noqa: E402
+
+    registry.register_with_dassl()
+    datasets.register_with_dassl()
 
 
 def pytest_collection_modifyitems(config, items):

@@ -1,6 +1,5 @@
 """scripts/benchmark.py: its quick mode runs every trainer and reports every field; its FLOP count is the
 analytic one; its options refuse what cannot be measured. No timing is asserted."""
-import importlib.util
 import json
 import math
 import os
@@ -8,10 +7,10 @@ import os
 import pytest
 import torch
 
+import benchmark
+from trainers import registry
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-spec = importlib.util.spec_from_file_location("benchmark", os.path.join(ROOT, "scripts", "benchmark.py"))
-benchmark = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(benchmark)
 
 TRAINERS = ["CoOp", "CoCoOp", "MaPLe", "DualMIPrompt"]
 RATIO_FIELDS = {"trainer", "prec", "step_time_ratio", "eval_speedup", "text_time_ratio", "text_flops_ratio",
@@ -21,7 +20,7 @@ RATIO_FIELDS = {"trainer", "prec", "step_time_ratio", "eval_speedup", "text_time
 def learned_count(trainer):
     from trainers.clip_loader import random_clip
 
-    model = benchmark.CASES[trainer](random_clip("tiny"), benchmark.class_names(10))
+    model = registry.get(trainer).benchmark_model(random_clip("tiny"), benchmark.class_names(10))
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
@@ -148,4 +147,4 @@ def test_bf16_runs_on_the_cpu_in_bf16():
 def test_maple_case_fits_the_depth_to_the_model():
     from trainers.clip_loader import random_clip
 
-    assert benchmark.build_maple(random_clip("tiny"), ["a", "b"]).prompt_depth == 2
+    assert registry.get("MaPLe").benchmark_model(random_clip("tiny"), ["a", "b"]).prompt_depth == 2

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from datasets.images import ImageReadError, read_rgb
+from common.images import ImageReadError, read_rgb
 
 
 def save(path, array_or_image, **kwargs):

@@ -3,13 +3,11 @@ Dassl, the tiny CLIP and generated OxfordPets, DTD and ImageNet layouts; then th
 import csv
 import json
 import os
-import sys
 
 import pytest
 from fixtures import imagenet_setup, make_split_dataset, run_script, save_tiny_clip, tiny_overrides
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts"))
-import tables  # noqa: E402
+import tables
 
 pytestmark = pytest.mark.integration
 

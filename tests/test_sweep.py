@@ -6,7 +6,6 @@ import sys
 
 import pytest
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts"))
 
 import suite  # noqa: E402
 import sweep  # noqa: E402

@@ -2,14 +2,11 @@
 import csv
 import math
 import os
-import sys
 
 import pytest
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts"))
-
-import published_numbers as published  # noqa: E402
-import tables  # noqa: E402
+import tables
+from trainers.results import builders, published, reading, render, statistics
 
 from trainers.records import RECORD_NAME, SUMMARY_NAME, write_record  # noqa: E402
 
@@ -63,9 +60,9 @@ def base2new_root(tmp_path):
 
 
 def build(root, protocol, **options):
-    records, problems = tables.find_records([str(root)])
+    records, problems = reading.find_records([str(root)])
     assert problems == []
-    built, errors = tables.build_tables(records, [protocol], tables.Options(**options))
+    built, errors = builders.build_tables(records, [protocol], builders.Options(**options))
     assert errors == []
     assert len(built) == 1
     return built[0]
@@ -87,7 +84,7 @@ def test_base2new_cells_equal_hand_computation(base2new_root):
     table = build(base2new_root, "base2new", published=False)
     assert table.header == ["Dataset", "Method", "Base", "New", "HM"]
     for (trainer, dataset), parts in BASE2NEW.items():
-        base, new, harmonic = cells(table, tables.label_of(dataset), trainer)
+        base, new, harmonic = cells(table, reading.label_of(dataset), trainer)
         b, n = parts["base"], parts["new"]
         assert base.mean == pytest.approx(mean(list(b.values())))
         assert base.std == pytest.approx(pstd(list(b.values())))
@@ -123,7 +120,7 @@ def test_base2new_average_is_hm_of_averages_and_marks_incomplete_data(base2new_r
     assert zs[2].mean == pytest.approx(hm((88 + 53) / 2, (96 + 59.333333333333336) / 2))
     assert all(c.complete for c in zs)
     # Marked in the text, and the missing run is listed with the command that makes it.
-    text = tables.to_text(table)
+    text = render.to_text(table)
     assert [str(m).splitlines()[0] for m in table.missing] == ["CoOp, DTD: no new classes (test_new), seed 3"]
     assert table.missing[0].command == "SEEDS=3 DATASETS=dtd bash scripts/base2new.sh CoOp vit_b16_ctxv1"
     assert "Missing runs (1):" in text
@@ -140,14 +137,14 @@ def test_expected_seeds_and_datasets_report_what_was_never_run(base2new_root):
     table = build(base2new_root, "base2new", published=False, datasets=("OxfordPets", "EuroSAT"))
     eurosat = cells(table, "EuroSAT", "CoOp")
     assert all(c.mean is None and not c.complete for c in eurosat)
-    assert tables.format_cell(eurosat[0], 2) == "-"
+    assert render.format_cell(eurosat[0], 2) == "-"
     average = cells(table, "Average", "CoOp")
     assert average[0].mean == pytest.approx(92.0) and not average[0].complete
     assert average[2].mean == pytest.approx(hm(92.0, 63.0))
 
 
 def test_eleven_dataset_average_and_published_rows(tmp_path):
-    for d, name in enumerate(tables.BENCHMARK):
+    for d, name in enumerate(reading.BENCHMARK):
         for seed in (1, 2):
             write(tmp_path, f"b/{name}/{seed}", name, "CoOp", seed, 60.0 + d + seed, "base")
             write(tmp_path, f"n/{name}/{seed}", name, "CoOp", seed, 50.0 + 2 * d - seed, "new")
@@ -184,7 +181,7 @@ def test_published_average_over_a_subset_is_computed_and_labelled(base2new_root)
 def test_output_formats_parse(base2new_root, tmp_path):
     table = build(base2new_root, "base2new")
     out = tmp_path / "tables"
-    written = tables.write_outputs([table], str(out))
+    written = render.write_outputs([table], str(out))
     assert sorted(os.path.basename(p) for p in written) == [
         "base2new.csv", "base2new.md", "base2new.png", "base2new.tex"]
     # CSV: the same numbers, at full precision.
@@ -192,7 +189,7 @@ def test_output_formats_parse(base2new_root, tmp_path):
         rows = list(csv.DictReader(handle))
     by_key = {(r["dataset"], r["method"], r["metric"]): r for r in rows}
     for (trainer, dataset), parts in BASE2NEW.items():
-        row = by_key[(tables.label_of(dataset), trainer, "base")]
+        row = by_key[(reading.label_of(dataset), trainer, "base")]
         assert float(row["mean"]) == mean(list(parts["base"].values()))
         assert float(row["std"]) == pytest.approx(pstd(list(parts["base"].values())), abs=1e-12)
         assert row["seeds"] == "1 2 3" and row["kind"] == "measured" and row["shots"] == "16"
@@ -259,7 +256,7 @@ def test_cross_dataset_and_domain_generalisation(tmp_path):
 
 
 def test_published_transfer_averages_when_all_targets_are_present(tmp_path):
-    for dataset in (tables.XD_SOURCE, *tables.XD_TARGETS, *tables.DG_TARGETS):
+    for dataset in (reading.XD_SOURCE, *reading.XD_TARGETS, *reading.DG_TARGETS):
         write(tmp_path, f"xd/{dataset}", dataset, "CoOp", 1, 50.0, protocol="xd")
     xd = build(tmp_path, "xd")
     row = next(r for r in xd.rows if r[0] == "CoCoOp (published)")
@@ -272,7 +269,7 @@ def test_published_transfer_averages_when_all_targets_are_present(tmp_path):
 def test_transfer_tables_with_the_world_as_source(tmp_path):
     """Records of the world's cross-dataset runs make World-sourced tables with no published rows; a missing run's
     command names XD_SOURCE=world; ImageNet and World records in one folder are refused."""
-    xd_targets, dg_targets, _ = tables.TRANSFER_SOURCES["World"]
+    xd_targets, dg_targets, _ = reading.TRANSFER_SOURCES["World"]
     for seed in (1, 2):
         for dataset in ("World", *xd_targets, *dg_targets):
             if (dataset, seed) != ("WorldSigns", 2):
@@ -285,8 +282,8 @@ def test_transfer_tables_with_the_world_as_source(tmp_path):
     dg = build(tmp_path, "dg")
     assert dg.header == ["Method", "World (source)", *dg_targets, "Average"]
     write(tmp_path, "xd/imagenet", "ImageNet", "CoOp", 1, 70.0, protocol="xd", config="world")
-    records, _ = tables.find_records([str(tmp_path)])
-    _, errors = tables.build_tables(records, ["xd"], tables.Options())
+    records, _ = reading.find_records([str(tmp_path)])
+    _, errors = builders.build_tables(records, ["xd"], builders.Options())
     assert len(errors) == 1 and "several cross-dataset sources (ImageNet, World)" in errors[0]
 
 
@@ -316,17 +313,17 @@ def test_ambiguous_records_get_a_clear_error_and_methods_tell_them_apart(tmp_pat
     for config, value in (("vit_b16_ctxv1", 80.0), ("vit_b16_ep50_ctxv1", 70.0)):
         for subsample in ("base", "new"):
             write(tmp_path, f"{config}/{subsample}", "OxfordPets", "CoOp", 1, value, subsample, config=config)
-    records, _ = tables.find_records([str(tmp_path)])
-    built, errors = tables.build_tables(records, ["base2new"], tables.Options())
+    records, _ = reading.find_records([str(tmp_path)])
+    built, errors = builders.build_tables(records, ["base2new"], builders.Options())
     assert built == [] and len(errors) == 1
     assert "2 records for CoOp on OxfordPets" in errors[0] and "--method" in errors[0]
-    specs = tuple(tables.MethodSpec.parse(text) for text in ("CoOp-200=CoOp:vit_b16_ctxv1",
+    specs = tuple(reading.MethodSpec.parse(text) for text in ("CoOp-200=CoOp:vit_b16_ctxv1",
                                                              "CoOp-50=CoOp:vit_b16_ep50_ctxv1"))
     table = build(tmp_path, "base2new", methods=specs, published=False)
     assert cells(table, "OxfordPets", "CoOp-200")[0].mean == 80.0
     assert cells(table, "OxfordPets", "CoOp-50")[0].mean == 70.0
     # One label for several specs merges them into one method (here: still one record per cell).
-    specs = tuple(tables.MethodSpec.parse(text) for text in ("Only=CoOp:vit_b16_ctxv1", "Only=ZeroshotCLIP"))
+    specs = tuple(reading.MethodSpec.parse(text) for text in ("Only=CoOp:vit_b16_ctxv1", "Only=ZeroshotCLIP"))
     table = build(tmp_path, "base2new", methods=specs, published=False)
     assert [row[1] for row in table.rows] == ["Only", "Only"]
 
@@ -335,8 +332,8 @@ def test_several_shot_counts_need_a_choice(tmp_path):
     for shots, value in ((4, 60.0), (16, 80.0)):
         for subsample in ("base", "new"):
             write(tmp_path, f"{shots}/{subsample}", "OxfordPets", "CoOp", 1, value, subsample, shots=shots)
-    records, _ = tables.find_records([str(tmp_path)])
-    _, errors = tables.build_tables(records, ["base2new"], tables.Options())
+    records, _ = reading.find_records([str(tmp_path)])
+    _, errors = builders.build_tables(records, ["base2new"], builders.Options())
     assert "several shot counts (4, 16)" in errors[0] and "--shots" in errors[0]
     table = build(tmp_path, "base2new", shots=4)
     assert cells(table, "OxfordPets", "CoOp")[0].mean == 60.0
@@ -350,12 +347,12 @@ def test_records_are_found_by_name_and_checked(tmp_path):
     (tmp_path / "b" / RECORD_NAME).write_text("{not json")
     (tmp_path / "c").mkdir()
     (tmp_path / "c" / RECORD_NAME).write_text('{"dataset": "OxfordPets"}')
-    records, problems = tables.find_records([str(tmp_path)])
+    records, problems = reading.find_records([str(tmp_path)])
     assert [r["accuracy"] for r in records] == [81.0]
-    assert tables.protocol_of(records[0]) == "base2new"
+    assert reading.protocol_of(records[0]) == "base2new"
     assert len(problems) == 2 and "unreadable" in problems[0] and "lacks trainer" in problems[1]
     assert len(list((tmp_path / "a").glob("results-*.json"))) == 1
-    assert tables.RECORD_NAME == RECORD_NAME
+    assert reading.RECORD_NAME == RECORD_NAME
 
 
 def test_summary_beside_each_record(tmp_path):
@@ -389,7 +386,7 @@ def test_published_numbers_are_consistent():
     """Each published HM is the HM of its Base and New, and each average the mean of its datasets (to rounding),
     which guards the table against a mistyped number."""
     for paper, rows in published.BASE2NEW.items():
-        assert set(rows) == set(tables.BENCHMARK)
+        assert set(rows) == set(reading.BENCHMARK)
         for dataset, (base, new, harmonic) in rows.items():
             assert harmonic == pytest.approx(hm(base, new), abs=0.011), (paper, dataset)
         average = published.BASE2NEW_AVERAGE[paper]
@@ -399,11 +396,11 @@ def test_published_numbers_are_consistent():
     # The published averages (MaPLe README, CoCoOp paper).
     assert published.BASE2NEW_AVERAGE == {"CLIP": (69.34, 74.22, 71.70), "CoOp": (82.69, 63.22, 71.66),
                                           "CoCoOp": (80.47, 71.69, 75.83), "MaPLe": (82.28, 75.14, 78.55)}
-    for rows, averages, targets in ((published.CROSS_DATASET, published.CROSS_DATASET_AVERAGE, tables.XD_TARGETS),
+    for rows, averages, targets in ((published.CROSS_DATASET, published.CROSS_DATASET_AVERAGE, reading.XD_TARGETS),
                                     (published.DOMAIN_GENERALIZATION, published.DOMAIN_GENERALIZATION_AVERAGE,
-                                     tables.DG_TARGETS)):
+                                     reading.DG_TARGETS)):
         for paper, row in rows.items():
-            assert set(row) == {tables.XD_SOURCE, *targets}
+            assert set(row) == {reading.XD_SOURCE, *targets}
             assert averages[paper] == pytest.approx(mean([row[d] for d in targets]), abs=0.011), paper
     assert set(published.TRAINER_OF) >= set(published.BASE2NEW) | set(published.CROSS_DATASET)
 
@@ -416,7 +413,7 @@ def test_paired_difference_against_a_hand_computation():
     m = mean(diffs)
     sd = math.sqrt(sum((d - m) ** 2 for d in diffs) / 3)
     t_975_3 = 3.182446305284263  # Student t, 3 degrees of freedom, 97.5% quantile (statistical tables)
-    result = tables.paired_difference(a, b)
+    result = statistics.paired_difference(a, b)
     assert result["n"] == 4 and result["mean"] == pytest.approx(1.95)
     assert result["low"] == pytest.approx(m - t_975_3 * sd / 2)
     assert result["high"] == pytest.approx(m + t_975_3 * sd / 2)
@@ -424,15 +421,15 @@ def test_paired_difference_against_a_hand_computation():
 
 
 def test_paired_difference_interval_includes_zero_when_the_cells_disagree():
-    result = tables.paired_difference([70.0, 60.0, 81.0], [69.0, 62.0, 80.0])
+    result = statistics.paired_difference([70.0, 60.0, 81.0], [69.0, 62.0, 80.0])
     assert result["mean"] == pytest.approx(0.0)
     assert result["low"] < 0 < result["high"]
-    assert tables.paired_difference([70.0, 60.0, 81.0], [69.0, 62.0, 80.0], confidence=0.5)["high"] < result["high"]
+    assert statistics.paired_difference([70.0, 60.0, 81.0], [69.0, 62.0, 80.0], confidence=0.5)["high"] < result["high"]
 
 
 def test_paired_difference_needs_pairs():
-    assert tables.paired_difference([3.0], [1.0]) == {"mean": 2.0, "low": None, "high": None, "n": 1}
+    assert statistics.paired_difference([3.0], [1.0]) == {"mean": 2.0, "low": None, "high": None, "n": 1}
     with pytest.raises(ValueError, match="same cells"):
-        tables.paired_difference([1.0, 2.0], [1.0])
+        statistics.paired_difference([1.0, 2.0], [1.0])
     with pytest.raises(ValueError, match="no paired cells"):
-        tables.paired_difference([], [])
+        statistics.paired_difference([], [])

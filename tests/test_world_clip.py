@@ -49,7 +49,7 @@ def test_weights_load_as_a_48px_vit_clip(world_clip):
 
 
 def test_weights_reproduce_the_recorded_zero_shot_accuracy(world_clip, report):
-    from datasets.world.pretraining import zero_shot_accuracy
+    from pretrain_world_clip import zero_shot_accuracy
 
     recorded = report["zero_shot"]["world_subset"]
     measured = zero_shot_accuracy(world_clip, "world", per_class=recorded["per_class"])

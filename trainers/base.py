@@ -24,11 +24,11 @@ from dassl.optim import build_lr_scheduler, build_optimizer
 from dassl.utils import MetricMeter
 from tqdm import tqdm
 
-from datasets.images import ImageReadError, read_rgb  # noqa: F401  (ImageReadError: re-exported)
+from common.images import ImageReadError, read_rgb  # noqa: F401  (ImageReadError: re-exported)
 
 from .clip_loader import (PRECISIONS, cast_frozen_weights, load_clip, precision_autocast, resolve_precision,
                           weights_dtype)
-from .fileio import atomic_open, atomic_torch_save
+from common.fileio import atomic_open, atomic_torch_save
 from .config import config_fingerprint
 from .records import library_versions, now, write_record
 from .schedule import WarmupScheduler

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from .encoders import PromptedCLIP
 from .prompts import ContextPrompts
+from .registry import declare
 
 DEFAULT_SEQUENCE_BUDGET = 10000
 
@@ -87,3 +88,12 @@ class CoCoOpCLIP(PromptedCLIP):
             self.batched_logits(features, ctx)
             for features, ctx in zip(image_features.split(step), context.split(step))
         ])
+
+
+def _cocoop_benchmark(clip_model, classnames):
+    return CoCoOpCLIP(clip_model, classnames, n_ctx=4, ctx_init="a photo of a")
+
+
+# The official config serves base-to-new and cross-dataset alike.
+declare(name="CoCoOp", adapter="trainers.cocoop", default_config=lambda protocol, dataset, shots:
+        "vit_b16_c4_ep10_batch1_ctxv1", order=30, benchmark_model=_cocoop_benchmark)

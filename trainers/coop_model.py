@@ -3,6 +3,7 @@ import torch.nn.functional as F
 
 from .encoders import PromptedCLIP
 from .prompts import ContextPrompts
+from .registry import declare
 
 
 class CoOpCLIP(PromptedCLIP):
@@ -19,3 +20,20 @@ class CoOpCLIP(PromptedCLIP):
 
     def class_specific_parameters(self):
         return ("prompt_learner.ctx",) if self.prompt_learner.csc else ()
+
+
+def _coop_config(protocol, dataset, shots):
+    if protocol == "fewshot":
+        # CoOp's few-shot schedule (KaiyangZhou/CoOp, COOP.md): 50 epochs for 1 shot and for ImageNet, 100 for 2
+        # and 4 shots, 200 for 8 and 16; 16 random context tokens.
+        if dataset == "imagenet" or shots <= 1:
+            return "vit_b16_ep50"
+        return "vit_b16_ep100" if shots <= 4 else "vit_b16"
+    return "vit_b16_ep50_ctxv1" if dataset == "imagenet" else "vit_b16_ctxv1"
+
+
+def _coop_benchmark(clip_model, classnames):
+    return CoOpCLIP(clip_model, classnames, n_ctx=4, ctx_init="a photo of a")
+
+
+declare(name="CoOp", adapter="trainers.coop", default_config=_coop_config, order=20, benchmark_model=_coop_benchmark)

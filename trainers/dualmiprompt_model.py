@@ -40,6 +40,7 @@ from .mutual_info import (
     same_virtual_class,
 )
 from .prompts import POSITIONS, ContextPrompts
+from .registry import declare
 
 TEMPLATE_KINDS = ("dataset", "ensemble")
 
@@ -256,3 +257,19 @@ class DualMIPromptCLIP(PromptedCLIP):
 
     def class_specific_parameters(self):
         return ("prompt_learner.ctx",) if self.prompt_learner.csc else ()
+
+
+def _dualmiprompt_config(protocol, dataset, shots):
+    if protocol in ("xd", "dg"):  # cross-dataset and domain generalisation share one ImageNet-trained model
+        return "vit_b16_c4_ep50_batch32_ctxv1_cross_datasets"
+    return "vit_b16_c4_ep50_batch32_ctxv1" if dataset == "imagenet" else "vit_b16_c4_ep200_batch32_ctxv1"
+
+
+def _dualmiprompt_benchmark(clip_model, classnames):
+    from .templates import DEFAULT_TEMPLATE
+
+    return DualMIPromptCLIP(clip_model, classnames, (DEFAULT_TEMPLATE,), DualMIOptions())
+
+
+declare(name="DualMIPrompt", adapter="trainers.dualmiprompt", default_config=_dualmiprompt_config, order=90,
+        benchmark_model=_dualmiprompt_benchmark)

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 
 from .encoders import PromptedCLIP, encode_prompted_images, require_vit
 from .prompts import ContextPrompts
+from .registry import declare
 
 # The official code initialises the context from CTX_INIT only for up to this many tokens (trainers/maple.py).
 MAX_CTX_FROM_INIT = 4
@@ -94,3 +95,17 @@ class MaPLeCLIP(PromptedCLIP):
         features = encode_prompted_images(self.clip.visual, images, first, image_layer_hook,
                                           reference=self.reference_mode)
         return F.normalize(features.float(), dim=-1)
+
+
+def _maple_config(protocol, dataset, shots):
+    return "vit_b16_c2_ep5_batch4_2ctx_cross_datasets" if protocol in ("xd", "dg") else "vit_b16_c2_ep5_batch4_2ctx"
+
+
+def _maple_benchmark(clip_model, classnames):
+    # The official depth 9 assumes 12 layers; a smaller CLIP (--quick) gets as many as it has.
+    depth = min(9, len(clip_model.transformer.resblocks), len(clip_model.visual.transformer.resblocks))
+    return MaPLeCLIP(clip_model, classnames, n_ctx=2, ctx_init="a photo of a", prompt_depth=depth)
+
+
+declare(name="MaPLe", adapter="trainers.maple", default_config=_maple_config, order=40,
+        benchmark_model=_maple_benchmark)

@@ -3,7 +3,7 @@ import datetime
 import json
 import os
 
-from .fileio import atomic_open, atomic_write_json
+from common.fileio import atomic_open, atomic_write_json
 
 RECORD_NAME = "results.json"
 SUMMARY_NAME = "summary.txt"

@@ -88,29 +88,3 @@ def dataset_images(name, split="test", per_class=None, seed=WORLD_SEED):
     images = np.stack([render(item[4], IMAGE_SIZE) for item in items])
     labels = np.array([item[2] for item in items])
     return images, labels, spec.classnames
-
-
-def zero_shot_accuracy(clip_model, name, split="test", per_class=None, seed=WORLD_SEED, batch=256):
-    """Zero-shot accuracy (%) of ``clip_model`` on a world dataset with its template: over all classes, and
-    for the base-to-new protocol over the base (first half) and new (second half) classes, each predicted among
-    its own half only, as ``DATASET.SUBSAMPLE_CLASSES`` does."""
-    import torch
-
-    from trainers.zsclip_model import TemplateCLIP
-
-    images, labels, classnames = dataset_images(name, split, per_class, seed)
-    template = get_spec(name).template
-    model = TemplateCLIP(clip_model, classnames, (template,)).eval()
-    with torch.no_grad():
-        weights = model.class_weights()
-        features = torch.cat([model.encode_image(to_tensor(images[i:i + batch])) for i in range(0, len(images), batch)])
-    scores = (features @ weights.t()).numpy()
-    half = (len(classnames) + 1) // 2
-    result = {"all": float(np.mean(scores.argmax(1) == labels) * 100)}
-    for part, columns in (("base", slice(0, half)), ("new", slice(half, None))):
-        rows = (labels < half) if part == "base" else (labels >= half)
-        offset = 0 if part == "base" else half
-        predicted = scores[rows][:, columns].argmax(1) + offset
-        result[part] = float(np.mean(predicted == labels[rows]) * 100)
-    result["images"] = int(len(labels))
-    return result
