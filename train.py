@@ -6,14 +6,17 @@ yaml, the command-line options, and trailing ``KEY VALUE`` overrides.
 import argparse
 import difflib
 import os
+import re
 import sys
 
+from common import runlock
 from common.dassl_env import import_dassl
 
 import_dassl()  # first: Dassl without its import side effects
 
-import datasets  # noqa: E402
 import torch  # noqa: E402
+
+import datasets  # noqa: E402
 from trainers import registry  # noqa: E402
 
 registry.register_with_dassl()
@@ -22,10 +25,18 @@ datasets.register_with_dassl()
 from dassl.data.datasets import DATASET_REGISTRY  # noqa: E402
 from dassl.engine import TRAINER_REGISTRY, build_trainer  # noqa: E402
 from dassl.utils import collect_env_info, set_random_seed, setup_logger  # noqa: E402
+
 from datasets.splits import DatasetLayoutError  # noqa: E402
 from trainers.base import CheckpointError, ImageReadError  # noqa: E402
 from trainers.clip_loader import ClipWeightsError  # noqa: E402
-from trainers.config import ConfigError, get_cfg_default, merge_file, merge_overrides, validate_cfg  # noqa: E402
+from trainers.config import (  # noqa: E402
+    ConfigError,
+    get_cfg_default,
+    merge_file,
+    merge_overrides,
+    validate_cfg,
+    write_resolved_config,
+)
 
 USER_ERRORS = (ConfigError, DatasetLayoutError, ClipWeightsError, CheckpointError, ImageReadError, FloatingPointError)
 
@@ -79,6 +90,71 @@ def check_file(path, what):
         raise ConfigError(f"The {what} {path} does not exist.")
 
 
+CONFIG_SUFFIXES = (".yaml", ".yml")
+
+
+def yaml_error_message(error, path):
+    """One line for a ``yaml.YAMLError`` met reading ``path`` (or a ``_BASE_`` file of it): where (line, column,
+    and the file when it is a base file) and what is wrong."""
+    import yaml
+
+    mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+    if mark and mark.name != os.path.abspath(path):
+        where = f"{mark.name}, {where}"
+    problem = getattr(error, "problem", None) or ""
+    tag = re.search(r"constructor for the tag '([^']*)'", problem)
+    if isinstance(error, yaml.constructor.ConstructorError) and tag:
+        name = tag.group(1).replace("tag:yaml.org,2002:", "!!")
+        return (f"{where}the YAML tag {name} is refused: config files hold plain values (numbers, strings, lists, "
+                "KEY: value groups), never tagged objects; remove the tag.")
+    if not problem:  # a ReaderError (a character YAML does not allow) or another error without a mark
+        return " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+    context = getattr(error, "context", None)
+    return f"{where}invalid YAML: {f'{context}, ' if context else ''}{problem}; fix the syntax there."
+
+
+def plain_config_error(error, origin):
+    """A ConfigError from applying a config layer, said in one line where yacs writes a whole node into its
+    type-mismatch message: a group of keys (``OPTIM:``) given one value, or a value given a group."""
+    message = str(error)
+    if "\n" not in message:
+        return error
+    mismatch = re.search(r"Type mismatch \(<class '([\w.]+)'> vs\. <class '([\w.]+)'>\).* for config key: (\S+)$",
+                         message, re.S)
+    if mismatch:
+        expected, given, key = mismatch.groups()
+        if expected.endswith("CfgNode"):
+            return ConfigError(f"Cannot apply {origin}: {key} is a group of keys, not a single value; give its keys "
+                               f"(e.g. {key}.<NAME> <value>, or indented KEY: value lines under {key}: in a file).")
+        if given.endswith("CfgNode"):
+            return ConfigError(f"Cannot apply {origin}: {key} takes a single value, not a group of KEY: value lines.")
+    return error
+
+
+def merge_config_file(cfg, path, flag):
+    """Merge a YAML config file (with its ``_BASE_`` chain); whatever is wrong with it is one ConfigError line."""
+    import yaml
+
+    if not path.endswith(CONFIG_SUFFIXES):
+        kind = "Python code, which is never run as a config" if path.endswith(".py") else "not a YAML file"
+        raise ConfigError(f"{flag} {path} is {kind}: config files are YAML (.yaml or .yml) with KEY: value lines.")
+    origin = f"config file {path} ({flag})"
+    try:
+        merge_file(cfg, path)
+    except ConfigError as error:
+        cause = error.__context__  # load_yaml_with_bases raises ConfigError(...) from the yaml.YAMLError
+        if isinstance(cause, yaml.YAMLError):
+            raise ConfigError(f"Cannot read {origin}: {yaml_error_message(cause, path)}") from None
+        raise plain_config_error(error, origin) from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"Cannot read {origin}: it is not UTF-8 text ({error.reason} at byte {error.start}); "
+                          "give a YAML file.") from None
+    except TypeError as error:  # yacs joins key names: a key that is a number or a list fails there
+        raise ConfigError(f"Cannot apply {origin}: every key must be a name (e.g. OPTIM: or LR:), not a number or "
+                          f"a list ({error}).") from None
+
+
 def check_registered(name, registry, what, flag):
     available = sorted(registry.registered_names())
     if not name:
@@ -95,25 +171,58 @@ def setup_cfg(args):
     check_file(args.dataset_config_file, "dataset config file")
     check_file(args.config_file, "trainer config file")
     if args.dataset_config_file:
-        merge_file(cfg, args.dataset_config_file)
+        merge_config_file(cfg, args.dataset_config_file, "--dataset-config-file")
     if args.config_file:
-        merge_file(cfg, args.config_file)
+        merge_config_file(cfg, args.config_file, "--config-file")
         cfg.CONFIG_NAME = os.path.splitext(os.path.basename(args.config_file))[0]
     apply_args(cfg, args)
-    merge_overrides(cfg, args.opts or [])
+    try:
+        merge_overrides(cfg, args.opts or [])
+    except ConfigError as error:
+        raise plain_config_error(error, "the KEY VALUE overrides") from None
     check_registered(cfg.TRAINER.NAME, TRAINER_REGISTRY, "trainer", "--trainer")
     check_registered(cfg.DATASET.NAME, DATASET_REGISTRY, "dataset", "--dataset-config-file (or DATASET.NAME)")
-    validate_cfg(cfg)
+    validate_cfg(cfg, training=not (args.eval_only or args.no_train))
     cfg.freeze()
     return cfg
 
 
+def check_output_dir(path):
+    """The run folder exists or can be made, and it and its parent (where the run's lock file goes) are writable."""
+    if not path:
+        raise ConfigError("No output folder: pass --output-dir (or OUTPUT_DIR).")
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ConfigError(f"The output folder {path} (--output-dir) is a file, not a folder: give a folder path.")
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as error:
+        where = f" ({error.filename})" if error.filename and error.filename != path else ""
+        raise ConfigError(f"Cannot create the output folder {path} (--output-dir): {error.strerror}{where}; give a "
+                          "folder path you can write to.") from None
+    for folder in (path, os.path.dirname(os.path.abspath(path))):
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise ConfigError(f"The folder {folder} is read-only, and the run writes into {path} (--output-dir) and "
+                              "its lock file beside it: give an --output-dir you can write to.")
+
+
+def setup_log(output_dir):
+    """Dassl's logger (everything printed is copied to ``<output_dir>/log.txt``) with the file line-buffered:
+    Dassl opens it block-buffered, so a run that is killed would leave a log with nothing of its last 8 KB."""
+    setup_logger(output_dir)
+    log_file = getattr(sys.stdout, "file", None)
+    if log_file is not None:
+        log_file.reconfigure(line_buffering=True)
+
+
 def main(args):
     cfg = setup_cfg(args)
+    check_output_dir(cfg.OUTPUT_DIR)
     if cfg.SEED >= 0:
         print(f"Setting fixed seed: {cfg.SEED}")
         set_random_seed(cfg.SEED)
-    setup_logger(cfg.OUTPUT_DIR)
+    run_lock = runlock.acquire(cfg.OUTPUT_DIR)  # noqa: F841  (one writer per run folder, until this process ends)
+    write_resolved_config(cfg)
+    setup_log(cfg.OUTPUT_DIR)
     if torch.cuda.is_available() and cfg.USE_CUDA:
         torch.backends.cudnn.benchmark = True
     print("** Arguments **")
@@ -133,10 +242,25 @@ def main(args):
         trainer.train()
 
 
+def one_line(error):
+    """A user error's message on one line. An error raised in a DataLoader worker process (an image that cannot be
+    read) arrives as "Caught ImageReadError in DataLoader worker process 0. Original Traceback ...": its last line is
+    the original ``module.Type: message``."""
+    text = str(error).strip()
+    if "\nOriginal Traceback" in text:
+        head, separator, message = text.splitlines()[-1].partition(": ")
+        if separator and head.rpartition(".")[2] == type(error).__name__:
+            text = message
+    return " ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
 if __name__ == "__main__":
     arguments = build_parser().parse_args()
     try:
         main(arguments)
     except USER_ERRORS as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {one_line(error)}", file=sys.stderr)
         sys.exit(2)
+    except runlock.RunLocked as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(runlock.LOCKED_EXIT_STATUS)

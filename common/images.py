@@ -1,4 +1,6 @@
 """Reading an image file as RGB whatever its mode, or failing with the file's name (no Dassl needed)."""
+import warnings
+
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
@@ -18,12 +20,18 @@ def _to_8bit(img):
 
 def read_rgb(path):
     """The image at ``path`` in RGB: grayscale, palette, CMYK and alpha images are converted as PIL and CLIP do
-    (alpha dropped); 16-bit images are rescaled; empty, truncated or unknown files raise ``ImageReadError``."""
+    (alpha dropped); 16-bit images are rescaled; empty, truncated or unknown files, and files declaring more pixels
+    than PIL's decompression-bomb limit (``Image.MAX_IMAGE_PIXELS``, warning or error alike), raise
+    ``ImageReadError``."""
     try:
-        with Image.open(path) as img:
-            img.load()
-            if img.mode.startswith("I") or img.mode == "F":
-                img = _to_8bit(img)
-            return img.convert("RGB")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                img.load()
+                if img.mode.startswith("I") or img.mode == "F":
+                    img = _to_8bit(img)
+                return img.convert("RGB")
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise ImageReadError(f"Cannot read image {path}: {err} Shrink the image or remove it from the dataset.") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
         raise ImageReadError(f"Cannot read image {path}: {type(err).__name__}: {err}") from None

@@ -2,9 +2,13 @@
 base/new logic of ``splits.py`` applied in one place. A dataset module only says what is specific to it."""
 import os
 
-from dassl.data.datasets import DatasetBase, Datum
+from common.dassl_env import import_dassl
 
-from .splits import (
+import_dassl()  # every Dassl dataset imports this module: Dassl without its import side effects
+
+from dassl.data.datasets import DatasetBase, Datum  # noqa: E402
+
+from .splits import (  # noqa: E402
     FEWSHOT_RULE,
     DatasetLayoutError,
     check_images_exist,
@@ -16,7 +20,7 @@ from .splits import (
     validation_task,
 )
 
-DATASETS_DOC = "README.md, section 'Datasets'"
+DATASETS_DOC = "docs/datasets.md"
 
 
 def data_root(cfg):
@@ -95,7 +99,7 @@ class BenchmarkDataset(DatasetBase):
     def list_items(self):
         """``{"train": [Item], "val": [Item] or None, "test": [Item]}`` as the dataset lists them (by default its
         split file), without checking that the image files exist."""
-        return read_split_file(self.split_path(), self.image_dir)
+        return read_split_file(self.split_path(), self.image_dir, self.test_only)
 
     def items_source(self):
         """What lists the items, for error messages."""

@@ -14,6 +14,8 @@ import json
 import math
 import os
 import random
+import reprlib
+import warnings
 from collections import namedtuple
 
 import numpy as np
@@ -28,13 +30,41 @@ class DatasetLayoutError(FileNotFoundError):
     """A dataset folder, split file or image is missing or malformed; the message says how to fix it."""
 
 
-def safe_join(root, relative, source):
-    """``root/relative``, refusing paths that would leave ``root`` (absolute paths or ``..``)."""
-    if not isinstance(relative, str) or not relative:
-        raise DatasetLayoutError(f"{source}: expected a relative image path, got {relative!r}")
+class SplitFileWarning(UserWarning):
+    """A split file that can be used but looks wrong: duplicate entries, or evaluation labels never trained on."""
+
+
+REFETCH = ("delete the file and run python -m datasets.prepare for this dataset to download CoOp's original again "
+           "(see docs/datasets.md)")
+
+_SHORT = reprlib.Repr()  # bounded depth and length: safe for any value a JSON file can hold
+_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxdict, _SHORT.maxstring, _SHORT.maxlong, _SHORT.maxother = 3, 4, 4, 80, 40, 80
+
+
+def _short(value):
+    return _SHORT.repr(value)
+
+
+def _json_kind(value):
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    for kind, name in ((str, "a string"), ((int, float), "a number"), (list, "a list"), (dict, "an object")):
+        if isinstance(value, kind):
+            return name
+    return type(value).__name__
+
+
+def safe_join(root, relative, source, advice=""):
+    """``root/relative``, refusing paths that would leave ``root`` (absolute paths or ``..``); ``advice`` ends the
+    message."""
+    advice = f". {advice}" if advice else ""
+    if not isinstance(relative, str) or not relative or "\0" in relative:
+        raise DatasetLayoutError(f"{source}: expected a relative image path, got {_short(relative)}{advice}")
     if os.path.isabs(relative) or ".." in relative.replace("\\", "/").split("/"):
         raise DatasetLayoutError(f"{source}: path {relative!r} leaves the dataset folder; only relative paths "
-                                 "inside it are accepted")
+                                 f"inside it are accepted{advice}")
     return os.path.join(root, relative)
 
 
@@ -46,29 +76,129 @@ def file_sha256(path):
     return digest.hexdigest()
 
 
+def _parse_entry(entry, root, where):
+    """One ``[image path, label, class name]`` entry as an ``Item``; ``where`` names the file, split and index."""
+    if not (isinstance(entry, (list, tuple)) and len(entry) == 3):
+        raise DatasetLayoutError(f"{where}: each entry must be [image path, label, class name]; got "
+                                 f"{_short(entry)}. Fix or remove the entry, or {REFETCH}.")
+    relative, label, classname = entry
+    if isinstance(label, bool) or not isinstance(label, int) or label < 0:
+        raise DatasetLayoutError(f"{where}: bad label {_short(label)} in {_short(entry)}: a label is a whole number "
+                                 f"from 0 (the class index). Fix the entry, or {REFETCH}.")
+    if not isinstance(classname, str) or not classname.strip():
+        raise DatasetLayoutError(f"{where}: bad class name {_short(classname)} in {_short(entry)}: a class name is "
+                                 f"a non-empty string. Fix the entry, or {REFETCH}.")
+    return Item(safe_join(root, relative, where, f"Fix the entry, or {REFETCH}."), label, classname)
+
+
 def _parse_entries(entries, root, source):
-    items = []
-    for entry in entries:
-        if not (isinstance(entry, (list, tuple)) and len(entry) == 3):
-            raise DatasetLayoutError(f"{source}: each entry must be [image path, label, class name]; got {entry!r}")
-        relative, label, classname = entry
-        if isinstance(label, bool) or not isinstance(label, int) or label < 0 or not isinstance(classname, str):
-            raise DatasetLayoutError(f"{source}: bad label or class name in entry {entry!r}")
-        items.append(Item(safe_join(root, relative, source), label, classname))
+    if not isinstance(entries, list):
+        raise DatasetLayoutError(f"{source}: expected a list of [image path, label, class name] entries, got "
+                                 f"{_json_kind(entries)}")
+    return [_parse_entry(entry, root, f"{source} entry {index}") for index, entry in enumerate(entries)]
+
+
+def _load_json(path):
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except RecursionError:
+        raise DatasetLayoutError(f"Split file {path} nests lists or objects too deeply to be read: a split file is "
+                                 "an object of lists of [image path, label, class name] entries, so this one is "
+                                 f"corrupt or not a split file; {REFETCH}.") from None
+    except MemoryError:
+        raise DatasetLayoutError(f"Split file {path} is too large to be read into memory: it is corrupt or not a "
+                                 f"split file; {REFETCH}.") from None
+    except ValueError as err:  # json.JSONDecodeError, UnicodeDecodeError, an integer too long to convert
+        raise DatasetLayoutError(f"Split file {path} is not valid JSON ({err}); {REFETCH}.") from None
+
+
+def validate_split(split, image_root, path, test_only=False):
+    """The checked ``{"train": [Item], "val": [Item], "test": [Item]}`` of a parsed split file: the one place
+    where split files are validated, for training (``read_split_file``) and ``python -m datasets.prepare --check``
+    alike.
+
+    Refused, each with a ``DatasetLayoutError`` naming the file, the split and the entry: a split that is not a list,
+    an entry that is not ``[relative image path, label, class name]`` (``int`` label, not ``bool``), an absolute path
+    or one with ``..``, an empty train or test split, labels that are not exactly ``0..N-1`` (``N`` the number of
+    distinct labels), a label with two class names. Warned about (``SplitFileWarning``): an image listed twice,
+    in one split or in two, and validation / test labels that the training split never has. A ``test_only``
+    dataset (a domain-generalisation target, only ever evaluated) may have an empty train split."""
+    if not isinstance(split, dict) or any(name not in split for name in SPLIT_NAMES):
+        raise DatasetLayoutError(f"Split file {path} must be a JSON object with train, val and test lists; "
+                                 f"{REFETCH}.")
+    items = {}
+    for name in SPLIT_NAMES:
+        entries = split[name]
+        if not isinstance(entries, list):
+            empty = " (write [] for no validation images)" if name == "val" else ""
+            raise DatasetLayoutError(f"Split file {path}, {name} split: expected a list of [image path, label, class "
+                                     f"name] entries{empty}, got {_json_kind(entries)}; {REFETCH}.")
+        if not entries and (name == "test" or name == "train" and not test_only):
+            raise DatasetLayoutError(f"Split file {path}, {name} split: it is empty, and a dataset needs at least one "
+                                     f"{name} image; {REFETCH}.")
+        items[name] = [_parse_entry(entry, image_root, f"Split file {path}, {name} entry {index}")
+                       for index, entry in enumerate(entries)]
+
+    first = {}  # label -> (class name, split, index) where it is first seen
+    for name in SPLIT_NAMES:
+        for index, item in enumerate(items[name]):
+            seen = first.setdefault(item.label, (item.classname, name, index))
+            if seen[0] != item.classname:
+                raise DatasetLayoutError(
+                    f"Split file {path}, {name} entry {index}: label {_short(item.label)} is named "
+                    f"{_short(item.classname)} here but {_short(seen[0])} in {seen[1]} entry {seen[2]}; a label must "
+                    f"have one class name. Correct the label or the class name of one of them, or {REFETCH}.")
+    num_classes = len(first)
+    missing = sorted(set(range(num_classes)) - set(first))
+    if missing:
+        name, index, item = next((name, index, item) for name in SPLIT_NAMES
+                                 for index, item in enumerate(items[name]) if item.label >= num_classes)
+        shown = ", ".join(map(str, missing[:5])) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        raise DatasetLayoutError(
+            f"Split file {path}, {name} entry {index}: label {_short(item.label)} is out of range: the file has "
+            f"{num_classes} distinct labels, so they must be 0..{num_classes - 1} with none missing, and "
+            f"{'label' if len(missing) == 1 else 'labels'} {shown} {'is' if len(missing) == 1 else 'are'} missing. "
+            f"Renumber the labels to 0..{num_classes - 1}, or {REFETCH}.")
+    _warn_about_suspicious_entries(items, path, test_only)
     return items
 
 
-def read_split_file(path, image_root):
+def _warn_about_suspicious_entries(items, path, test_only=False):
+    where = {}  # normalised image path -> [(split, index)]
+    for name in SPLIT_NAMES:
+        for index, item in enumerate(items[name]):
+            where.setdefault(os.path.normpath(item.impath), []).append((name, index))
+    for name in SPLIT_NAMES:
+        repeated = [places for places in where.values() if sum(split == name for split, _ in places) > 1]
+        if repeated:
+            indices = [index for split, index in repeated[0] if split == name]
+            warnings.warn(f"Split file {path}, {name} split: {len(repeated)} images are listed more than once (e.g. "
+                          f"{name} entries {indices[0]} and {indices[1]}, {items[name][indices[0]].impath}); "
+                          "each copy counts as a separate image.", SplitFileWarning, stacklevel=3)
+    for a, b in (("train", "val"), ("train", "test"), ("val", "test")):
+        shared = [places for places in where.values() if {a, b} <= {split for split, _ in places}]
+        if shared:
+            index_a = next(index for split, index in shared[0] if split == a)
+            index_b = next(index for split, index in shared[0] if split == b)
+            warnings.warn(f"Split file {path}: the {a} and {b} splits share {len(shared)} images (e.g. {a} entry "
+                          f"{index_a} is {b} entry {index_b}, {items[a][index_a].impath}).", SplitFileWarning,
+                          stacklevel=3)
+    trained = {item.label for item in items["train"]}
+    for name in () if test_only else ("val", "test"):
+        untrained = [(index, item) for index, item in enumerate(items[name]) if item.label not in trained]
+        if untrained:
+            labels = sorted({item.label for _, item in untrained})
+            index, item = untrained[0]
+            warnings.warn(f"Split file {path}, {name} split: {len(labels)} of its labels never appear in the train "
+                          f"split (e.g. label {_short(item.label)} {_short(item.classname)} at {name} entry {index}); those classes "
+                          "are never trained on.", SplitFileWarning, stacklevel=3)
+
+
+def read_split_file(path, image_root, test_only=False):
     """``{"train": [...], "val": [...], "test": [...]}`` of ``Item`` from a CoOp ``split_zhou_*.json`` file whose
-    paths are relative to ``image_root``."""
-    try:
-        with open(path) as handle:
-            split = json.load(handle)
-    except json.JSONDecodeError as err:
-        raise DatasetLayoutError(f"Split file {path} is not valid JSON ({err}); download it again.") from None
-    if not isinstance(split, dict) or any(name not in split for name in SPLIT_NAMES):
-        raise DatasetLayoutError(f"Split file {path} must be a JSON object with train, val and test lists.")
-    return {name: _parse_entries(split[name], image_root, f"{path} [{name}]") for name in SPLIT_NAMES}
+    paths are relative to ``image_root``, validated by ``validate_split``."""
+    return validate_split(_load_json(path), image_root, path, test_only)
 
 
 def check_images_exist(items, dataset_dir, source):
@@ -76,7 +206,7 @@ def check_images_exist(items, dataset_dir, source):
     if missing:
         raise DatasetLayoutError(
             f"{len(missing)} of the {len(items)} images listed by {source} are missing, e.g. {missing[0]}. "
-            f"Check that the images are extracted in {dataset_dir} with the folder names README gives."
+            f"Check that the images are extracted in {dataset_dir} with the folder names docs/datasets.md gives."
         )
 
 
@@ -191,7 +321,7 @@ def load_or_build_fewshot(cache_path, key, dataset_dir, build):
                     for name in ("train", "val")
                 )
             print(f"Few-shot cache {cache_path} was made for other settings; rebuilding it")
-        except (json.JSONDecodeError, KeyError, AttributeError, DatasetLayoutError) as err:
+        except (ValueError, RecursionError, KeyError, AttributeError, TypeError, DatasetLayoutError) as err:
             print(f"Few-shot cache {cache_path} is unreadable ({err}); rebuilding it")
     train, val = build()
     payload = {

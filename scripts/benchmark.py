@@ -19,7 +19,6 @@ for every test batch, and whatever per-image loop the official code has), and pr
 """
 import argparse
 import contextlib
-import copy
 import datetime
 import gc
 import io
@@ -38,8 +37,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from trainers import registry  # noqa: E402  (the models only: no Dassl)
-from trainers.clip_loader import (  # noqa: E402
-    PRECISIONS, cast_frozen_weights, precision_autocast, random_clip, weights_dtype)
+from trainers.clip_loader import PRECISIONS, cast_frozen_weights, precision_autocast, random_clip, weights_dtype  # noqa: E402
 
 # The classes of a benchmark: real-looking names of 1 to 4 words, so that prompt lengths are realistic.
 WORDS = ("red", "small", "great", "white", "spotted", "north", "common", "desert", "golden", "sea",

@@ -82,8 +82,10 @@ check_dataset() {
     fi
 }
 
-# finished DIR: a run whose results record exists is never redone or overwritten.
+# finished DIR: a run whose results record exists is never redone or overwritten. With PRINT_RUN_DIR=1 the script
+# only prints the run's output folder and stops (the launcher asks each run where it writes).
 finished() {
+    if [ -n "${PRINT_RUN_DIR:-}" ]; then echo "$1"; exit 0; fi
     if [ -f "$1/results.json" ]; then
         echo "Results exist at $1 (finished run, skipped)."
         return 0

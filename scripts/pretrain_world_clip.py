@@ -30,9 +30,9 @@ import torch.nn.functional as F
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+from common.fileio import atomic_torch_save, atomic_write_json  # noqa: E402
 from datasets.world import catalog, pretraining  # noqa: E402
 from datasets.world.scenes import consistency_matrix  # noqa: E402
-from common.fileio import atomic_torch_save, atomic_write_json  # noqa: E402
 
 DEFAULT_OUTPUT = os.path.join("trainers", "pretrained", "world_clip.pt")
 # The fixed subset the tests recompute the zero-shot accuracy on: the first test images of each class.

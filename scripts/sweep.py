@@ -36,9 +36,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 import suite  # noqa: E402  (also puts the repository on sys.path)
-from trainers.results.statistics import harmonic_mean, paired_difference  # noqa: E402
 
 from datasets.world.catalog import SUITE  # noqa: E402
+from trainers.results.statistics import harmonic_mean, paired_difference  # noqa: E402
 
 
 def parse_grid(specs):

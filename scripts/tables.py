@@ -26,8 +26,15 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from trainers.results.builders import Options, build_tables  # noqa: E402
-from trainers.results.reading import (PROTOCOLS, RECORD_NAME, MethodSpec, TablesError, dataset_keys,  # noqa: E402
-                                      dataset_name, find_records)
+from trainers.results.reading import (  # noqa: E402
+    PROTOCOLS,
+    RECORD_NAME,
+    MethodSpec,
+    TablesError,
+    dataset_keys,
+    dataset_name,
+    find_records,
+)
 from trainers.results.render import to_text, write_outputs  # noqa: E402
 
 

@@ -77,6 +77,8 @@ def tiny_overrides(clip_file, epochs=2, batch=4):
         "MODEL.BACKBONE.PATH", str(clip_file), "INPUT.SIZE", "(32, 32)", "DATALOADER.NUM_WORKERS", "0",
         "OPTIM.MAX_EPOCH", str(epochs), "DATALOADER.TRAIN_X.BATCH_SIZE", str(batch),
         "DATALOADER.TEST.BATCH_SIZE", "16", "TRAIN.PRINT_FREQ", "1000",
+        # one epoch cannot hold the official configs' warm-up epoch (refused: it would train at the warm-up rate)
+        *(["OPTIM.WARMUP_EPOCH", "0"] if epochs <= 1 else []),
     ]
 
 

@@ -1,11 +1,13 @@
-"""DualMIPrompt's config files: valid options, and one ablation config per row of the ablation table (README,
-section DualMIPrompt), each the base config with only that row's change."""
+"""DualMIPrompt's config files: valid options, and one ablation config per row of the ablation table
+(docs/method.md), each naming the base config as ``_BASE_`` and holding only that row's change."""
 import glob
 import os
 
 import pytest
+import yaml
 from yacs.config import CfgNode as CN
 
+from trainers.config import load_yaml_with_bases
 from trainers.dualmiprompt_model import DualMIOptions
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -14,7 +16,9 @@ BASE = "vit_b16_c4_ep200_batch32_ctxv1.yaml"
 KEY = "TRAINER.DUALMIPROMPT."
 
 # Each ablation row and what it changes in the base config (the method's ablation table: CE only; + text MI;
-# + visual augmentation; both; each estimator; each critic; each MIX_MODE; INFER_BETA in {0, 0.5}).
+# + visual augmentation; both; each estimator; each critic; each MIX_MODE; INFER_BETA in {0, 0.5}; then one row
+# per option added to keep the dual-view term alive: template ensemble, alignment, consistency, GPA, fixed
+# temperatures, temperature floor).
 ABLATION = {
     "01_ce_only": {"W_TEXT_MI": 0.0, "W_VIS_MI": 0.0},
     "02_text_mi": {"W_VIS_MI": 0.0},
@@ -26,12 +30,22 @@ ABLATION = {
     "08_critic_mlp": {"CRITIC": "mlp"},
     "09_mix_intra": {"MIX_MODE": "intra"},
     "10_infer_beta05": {"INFER_BETA": 0.5},
+    "11_templates_ensemble": {"TEMPLATES": "ensemble"},
+    "12_align": {"W_ALIGN": 8.0},
+    "13_consist": {"W_CONSIST": 1.0},
+    "14_gpa": {"GPA_MEAN": 160.0, "GPA_STD": 20.0},
+    "15_fixed_kappa_text": {"LEARN_KAPPA": False},
+    "16_fixed_kappa_vis": {"VIS_LEARN_KAPPA": False},
+    "17_kappa_floor": {"KAPPA_FLOOR": 0.02},
 }
+# Options that are not the subject of an ablation row: the context and structure every row shares, the critic
+# sizes and the temperatures' starting points (their defaults come from CoOp and CLIP, docs/method.md).
+NOT_ABLATED = {"N_CTX", "CTX_INIT", "CSC", "CLASS_TOKEN_POSITION", "VIS_ESTIMATOR", "VIS_CRITIC", "KAPPA_INIT",
+               "VIS_KAPPA_INIT", "VIS_KAPPA_FLOOR", "CRITIC_HIDDEN", "MIX_SPACE", "ALPHA"}
 
 
 def load(path):
-    with open(path) as handle:
-        return CN.load_cfg(handle)
+    return CN(load_yaml_with_bases(path))
 
 
 def flat(node, prefix=""):
@@ -61,15 +75,24 @@ def test_every_config_holds_valid_options(path):
     assert options.n_ctx == 4 and options.ctx_init == "a photo of a" and not options.csc
 
 
-def test_ablation_rows_are_the_base_config_with_one_change():
+def test_ablation_rows_name_the_base_config_and_hold_only_their_change():
     base = flat(load(os.path.join(FOLDER, BASE)))
     files = sorted(os.path.basename(p)[:-5] for p in glob.glob(os.path.join(FOLDER, "ablation", "*.yaml")))
     assert files == sorted(ABLATION)
     for name, change in ABLATION.items():
-        row = flat(load(os.path.join(FOLDER, "ablation", name + ".yaml")))
-        assert set(row) == set(base), name
-        differences = {key[len(KEY):]: row[key] for key in row if row[key] != base[key]}
-        assert differences == change, name
+        path = os.path.join(FOLDER, "ablation", name + ".yaml")
+        with open(path) as handle:
+            own = yaml.safe_load(handle)
+        assert own.pop("_BASE_") == "../" + BASE, name
+        assert flat(CN(own)) == {KEY + key: value for key, value in change.items()}, name
+        # resolved: the base with this row's keys
+        assert flat(load(path)) == {**base, **{KEY + key: value for key, value in change.items()}}, name
+
+
+def test_every_option_has_an_ablation_row():
+    varied = set().union(*ABLATION.values())
+    assert varied <= set(DualMIOptions.defaults())
+    assert set(DualMIOptions.defaults()) - NOT_ABLATED - varied == set(), "options no ablation row varies"
 
 
 def test_base_to_new_and_cross_dataset_configs():
@@ -90,8 +113,8 @@ def test_the_defaults_of_the_base_config_are_the_documented_ones():
     assert options_of(load(os.path.join(FOLDER, BASE))) == DualMIOptions()
 
 
-def test_readme_documents_every_option():
-    with open(os.path.join(ROOT, "README.md")) as handle:
+def test_the_method_page_documents_every_option_and_row():
+    with open(os.path.join(ROOT, "docs", "method.md")) as handle:
         text = handle.read()
     for key in DualMIOptions.defaults():
         assert f"`{key}`" in text, key

@@ -4,8 +4,15 @@ import torch
 import torch.nn.functional as F
 from fixtures import tiny_clip
 
-from trainers.encoders import (TemplateFeatureCache, TextEncoder, causal_mask, encode_images, eot_positions, run_block,
-                               tokenize)
+from trainers.encoders import (
+    TemplateFeatureCache,
+    TextEncoder,
+    causal_mask,
+    encode_images,
+    eot_positions,
+    run_block,
+    tokenize,
+)
 
 SENTENCES = ["a photo of a cat.", "a centered satellite photo of annual crop land.", "x", "a photo of a great pyrenees, a type of pet."]
 

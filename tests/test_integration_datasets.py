@@ -21,7 +21,9 @@ def cfg_for(root, name="OxfordPets", shots=-1, seed=1, subsample="all"):
 
 
 def build(cfg):
-    import datasets  # noqa: F401
+    import datasets
+
+    datasets.register_with_dassl()
     from dassl.data.datasets import build_dataset
 
     return build_dataset(cfg)
@@ -91,7 +93,8 @@ def test_missing_images_are_counted_and_named(tmp_path):
 def test_corrupt_image_is_named_when_read(tmp_path):
     from dassl.data.transforms import build_transform
 
-    from trainers.base import CheckedImages, ImageReadError
+    from common.images import ImageReadError
+    from trainers.data import CheckedImages
 
     folder = make_split_dataset(str(tmp_path), classes=["a", "b"], per_split=(2, 1, 1))
     bad = os.path.join(folder, "images", "a_test_0.jpg")

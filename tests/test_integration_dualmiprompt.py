@@ -119,8 +119,9 @@ def test_new_options_diagnostics_and_gpa_through_training(tmp_path):
     root, clip_file = pets_setup(tmp_path)
     env = {"DATA": str(root), "OUTPUT": str(tmp_path / "output"), "SHOTS": "4"}
     key = "TRAINER.DUALMIPROMPT."
-    overrides = tiny_overrides(clip_file, epochs=3) + [key + "W_ALIGN", "1.0", key + "W_CONSIST", "1.0",
-                                                       key + "GPA_MEAN", "2.0", key + "GPA_STD", "0.0"]
+    overrides = tiny_overrides(clip_file, epochs=3) + ["TRAIN.KEEP_CHECKPOINTS", "0", key + "W_ALIGN", "1.0",
+                                                        key + "W_CONSIST", "1.0", key + "GPA_MEAN", "2.0",
+                                                        key + "GPA_STD", "0.0"]
     run_script("base2new_train.sh", ["oxford_pets", 1, "DualMIPrompt"], overrides, env=env)
     folder = (tmp_path / "output/base2new/train_base/oxford_pets/shots_4/DualMIPrompt"
               / "vit_b16_c4_ep200_batch32_ctxv1/seed1")

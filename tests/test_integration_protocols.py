@@ -5,9 +5,8 @@ import json
 import os
 
 import pytest
-from fixtures import imagenet_setup, make_split_dataset, run_script, save_tiny_clip, tiny_overrides
-
 import tables
+from fixtures import imagenet_setup, make_split_dataset, run_script, save_tiny_clip, tiny_overrides
 
 pytestmark = pytest.mark.integration
 

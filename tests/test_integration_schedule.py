@@ -45,8 +45,8 @@ def dassl_with_verbose_shim(monkeypatch):
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(str(v) for v in c.values()))
 def test_same_learning_rates_as_dassl(case, dassl_with_verbose_shim):
-    from trainers.base import build_lr_schedule
     from trainers.config import get_cfg_default
+    from trainers.schedule import build_lr_schedule
 
     cfg = get_cfg_default()
     cfg.OPTIM.NAME, cfg.OPTIM.LR = "sgd", 0.002

@@ -57,7 +57,8 @@ def test_zero_shot_accuracy_equals_an_independent_computation(tmp_path):
 def test_coop_trains_resumes_and_keeps_its_schedule(tmp_path):
     root, clip_file = pets_setup(tmp_path)
     full = tmp_path / "full"
-    args = train_args(root, full) + tiny_overrides(clip_file, epochs=4) + ["TRAIN.CHECKPOINT_FREQ", "1"]
+    args = train_args(root, full) + tiny_overrides(clip_file, epochs=4) + ["TRAIN.CHECKPOINT_FREQ", "1",
+                                                                           "TRAIN.KEEP_CHECKPOINTS", "0"]
     run_train(args)
     checkpoint = torch.load(full / "prompt_learner/model.pth.tar-4", weights_only=True)
     assert set(checkpoint["state_dict"]) == {"prompt_learner.ctx"}  # learned parameters only

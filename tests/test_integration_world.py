@@ -25,7 +25,7 @@ def read_record(folder):
 
 def test_default_trainer_runs_base_to_new_on_the_world(world_env):
     env = {**world_env, "SHOTS": "2"}
-    quick = ["OPTIM.MAX_EPOCH", "1"]
+    quick = ["OPTIM.MAX_EPOCH", "1", "OPTIM.WARMUP_EPOCH", "0"]
     run_script("base2new_train.sh", ["world", 1], quick, env=env)
     run_script("base2new_test.sh", ["world", 1], quick, env=env)
     common = "world/shots_2/DualMIPrompt/world/seed1"  # DualMIPrompt is the scripts' default trainer
@@ -59,12 +59,12 @@ def test_suite_command_end_to_end(world_env, tmp_path):
     out = tmp_path / "suite"
     command = [sys.executable, "scripts/suite.py", "--trainers", "ZeroshotCLIP", "CoOp", "NoSuchTrainer",
                "--datasets", "world_shapes", "world_counts", "--seeds", "1", "--out", str(out),
-               "--", "OPTIM.MAX_EPOCH", "1"]
+               "--", "OPTIM.MAX_EPOCH", "1", "OPTIM.WARMUP_EPOCH", "0"]
     result = run_command(command, env=env)
-    assert "NoSuchTrainer: skipped, not in this checkout" in result.stdout
+    assert "NoSuchTrainer: skipped, unknown trainer 'NoSuchTrainer': choose from ZeroshotCLIP" in result.stdout
     numbers = json.loads((out / "suite.json").read_text())
     assert numbers["datasets"] == ["world_shapes", "world_counts"] and list(numbers["trainers"]) == ["ZeroshotCLIP", "CoOp"]
-    assert numbers["overrides"] == ["OPTIM.MAX_EPOCH", "1"] and numbers["failures"] == []
+    assert numbers["overrides"] == ["OPTIM.MAX_EPOCH", "1", "OPTIM.WARMUP_EPOCH", "0"] and numbers["failures"] == []
     runs = numbers["runs"]  # a folder of their own: runs with overrides are never mixed with default runs
     assert os.path.dirname(runs) == world_env["OUTPUT"] and os.path.basename(runs).startswith("overrides_")
     for trainer in ("ZeroshotCLIP", "CoOp"):
@@ -97,7 +97,9 @@ def test_suite_command_end_to_end(world_env, tmp_path):
 
 @pytest.mark.parametrize("name", ["world_shapes", "world_sketch"])
 def test_other_world_datasets_build_through_dassl(world_env, name):
-    import datasets  # noqa: F401  (registers the datasets)
+    import datasets
+
+    datasets.register_with_dassl()
     from dassl.data.datasets import build_dataset
 
     from datasets.world import catalog
@@ -122,9 +124,10 @@ def test_cross_dataset_and_domain_generalisation_on_the_world(world_env, tmp_pat
     rendering, through the real scripts; the tables tool makes both transfer tables with the world as source."""
     env = {**world_env, "SHOTS": "2", "XD_SOURCE": "world", "SEEDS": "1"}
     output = world_env["OUTPUT"]
-    run_command(["bash", "scripts/xd.sh", "CoOp", "--", "OPTIM.MAX_EPOCH", "1"],
+    run_command(["bash", "scripts/xd.sh", "CoOp", "--", "OPTIM.MAX_EPOCH", "1", "OPTIM.WARMUP_EPOCH", "0"],
                 env={**env, "DATASETS": "world_shapes"})
-    run_command(["bash", "scripts/dg.sh", "CoOp", "--", "OPTIM.MAX_EPOCH", "1"], env={**env, "DATASETS": "world_sketch"})
+    run_command(["bash", "scripts/dg.sh", "CoOp", "--", "OPTIM.MAX_EPOCH", "1", "OPTIM.WARMUP_EPOCH", "0"],
+                env={**env, "DATASETS": "world_sketch"})
     source = read_record(os.path.join(output, "xd/world/CoOp/world_2shots/seed1"))
     assert (source["dataset"], source["subsample"], source["num_classes"], source["eval_only"]) == (
         "World", "all", 40, False)
@@ -146,7 +149,7 @@ def test_sweep_end_to_end_on_validation_folds(world_env, tmp_path):
     env = {**world_env, "SHOTS": "2"}
     out = tmp_path / "sweep"
     run_command([sys.executable, "scripts/sweep.py", "CoOp", "--grid", "OPTIM.LR=0.01,0.02", "--datasets",
-                 "world_shapes", "--folds", "1", "2", "--out", str(out), "--", "OPTIM.MAX_EPOCH", "1"], env=env)
+                 "world_shapes", "--folds", "1", "2", "--out", str(out), "--", "OPTIM.MAX_EPOCH", "1", "OPTIM.WARMUP_EPOCH", "0"], env=env)
     from datasets.world import catalog
 
     numbers = json.loads((out / "sweep.json").read_text())
@@ -157,7 +160,7 @@ def test_sweep_end_to_end_on_validation_folds(world_env, tmp_path):
     for setting in ("LR=0.01", "LR=0.02"):
         sizes = []
         for fold in (1, 2):
-            common = f"world_shapes/shots_2/CoOp/world/seed1"
+            common = "world_shapes/shots_2/CoOp/world/seed1"
             root = os.path.join(runs, setting, f"fold{fold}", "base2new")
             base = read_record(os.path.join(root, "train_base", common))
             new = read_record(os.path.join(root, "test_new", common))

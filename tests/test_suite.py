@@ -4,11 +4,8 @@ import json
 import math
 import os
 import statistics
-import sys
 
 import pytest
-
-
 import suite  # noqa: E402
 
 

@@ -2,11 +2,8 @@
 import json
 import os
 import statistics
-import sys
 
 import pytest
-
-
 import suite  # noqa: E402
 import sweep  # noqa: E402
 

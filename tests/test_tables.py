@@ -4,11 +4,10 @@ import math
 import os
 
 import pytest
-
 import tables
-from trainers.results import builders, published, reading, render, statistics
 
 from trainers.records import RECORD_NAME, SUMMARY_NAME, write_record  # noqa: E402
+from trainers.results import builders, published, reading, render, statistics
 
 
 def hm(base, new):
@@ -393,9 +392,11 @@ def test_published_numbers_are_consistent():
         assert average[0] == pytest.approx(mean([v[0] for v in rows.values()]), abs=0.011)
         assert average[1] == pytest.approx(mean([v[1] for v in rows.values()]), abs=0.011)
         assert average[2] == pytest.approx(hm(average[0], average[1]), abs=0.011)
-    # The published averages (MaPLe README, CoCoOp paper).
+    # The published averages (MaPLe README, CoCoOp paper; KgCoOp README; PromptSRC README for IVLP and PromptSRC).
     assert published.BASE2NEW_AVERAGE == {"CLIP": (69.34, 74.22, 71.70), "CoOp": (82.69, 63.22, 71.66),
-                                          "CoCoOp": (80.47, 71.69, 75.83), "MaPLe": (82.28, 75.14, 78.55)}
+                                          "CoCoOp": (80.47, 71.69, 75.83), "MaPLe": (82.28, 75.14, 78.55),
+                                          "KgCoOp": (80.73, 73.6, 77.0), "IVLP": (84.21, 71.79, 77.51),
+                                          "PromptSRC": (84.26, 76.10, 79.97)}
     for rows, averages, targets in ((published.CROSS_DATASET, published.CROSS_DATASET_AVERAGE, reading.XD_TARGETS),
                                     (published.DOMAIN_GENERALIZATION, published.DOMAIN_GENERALIZATION_AVERAGE,
                                      reading.DG_TARGETS)):
@@ -433,3 +434,19 @@ def test_paired_difference_needs_pairs():
         statistics.paired_difference([1.0, 2.0], [1.0])
     with pytest.raises(ValueError, match="no paired cells"):
         statistics.paired_difference([], [])
+
+
+def test_a_paper_with_only_an_average_shows_it_on_the_average_row_alone(tmp_path):
+    for dataset in reading.BENCHMARK:
+        for subsample in ("base", "new"):
+            write(tmp_path, f"{dataset}/{subsample}", dataset, "KgCoOp", 1, 70.0, subsample=subsample)
+    table = build(tmp_path, "base2new")
+    rows = [row for row in table.rows if row[1].startswith("KgCoOp (published)")]
+    assert [(row[0], [cell.mean for cell in row[2:]]) for row in rows] == [
+        ("Average (11 datasets)", [80.73, 73.6, 77.0])]  # its README's average; no per-dataset cell is made up
+    assert any(note.startswith("KgCoOp (published): Yao et al., KgCoOp, CVPR 2023") for note in table.notes)
+    # Over fewer datasets its average cannot be recomputed: no row at all.
+    partial = tmp_path / "partial"
+    for subsample in ("base", "new"):
+        write(partial, f"dtd/{subsample}", "DescribableTextures", "KgCoOp", 1, 70.0, subsample=subsample)
+    assert not any(row[1].startswith("KgCoOp (published)") for row in build(partial, "base2new").rows)

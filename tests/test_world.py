@@ -13,7 +13,13 @@ from datasets.world import catalog
 from datasets.world.attributes import COLOURS, COUNTS, PATTERNS, PLURALS, SHAPES, STYLES
 from datasets.world.render import SUPERSAMPLE, Scene, downsample, hsv_to_rgb, object_mask, pattern_mask, render
 from datasets.world.scenes import (
-    ATTRIBUTE_KEYS, attribute_codes, attributes_of, consistency_matrix, consistent, describe, sample_scene,
+    ATTRIBUTE_KEYS,
+    attribute_codes,
+    attributes_of,
+    consistency_matrix,
+    consistent,
+    describe,
+    sample_scene,
 )
 
 
@@ -429,7 +435,6 @@ def test_each_dataset_has_an_ensemble_of_its_pretraining_phrasings():
     """TEMPLATES ensemble on the world: the dataset's template first, then the phrases of its style that the
     pretraining captions use, and the bare name; each names the class once."""
     from datasets.world.attributes import STYLE_PHRASES
-
     from trainers.templates import ENSEMBLE_TEMPLATES, select_templates
 
     assert catalog.get_spec("world_signs").ensemble == (

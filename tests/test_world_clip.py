@@ -1,5 +1,5 @@
 """The shipped small CLIP of the embedded benchmark: it is small, loads through the normal local-weights path,
-and reproduces the zero-shot accuracy recorded beside it (README's numbers) on a fixed subset of the world."""
+and reproduces the zero-shot accuracy recorded beside it (the numbers in docs/embedded_benchmark.md) on a fixed subset of the world."""
 import json
 import os
 

@@ -57,3 +57,62 @@ class ParameterAverage:
                              "OPTIM.MAX_EPOCH differ)")
         self.epochs = int(state["epochs"])
         self.total = {name: value.to(torch.float64) for name, value in state["total"].items()}
+
+
+class GaussianPromptAggregation:
+    """GPA over named parameters: ``end_epoch(e)`` folds in their values at the end of epoch ``e`` (1-based) with
+    weight ``w_e`` (``aggregation.gpa_weights``: the normal density at each epoch, normalised to sum 1, as the official
+    ``get_gauss`` + normalisation); at the last epoch it writes ``sum_e w_e theta_e`` into the parameters. Its state
+    (the running sum) is plain tensors, for checkpoints."""
+
+    def __init__(self, parameters, max_epoch, mean, std):
+        self.parameters = dict(parameters)
+        self.max_epoch = int(max_epoch)
+        self.weights = gpa_weights(self.max_epoch, float(mean), float(std))
+        self.average = ParameterAverage(self.weights)
+
+    def end_epoch(self, epoch):
+        """Fold in the parameters at the end of ``epoch``; True when it was the last one and they were replaced."""
+        self.average.add(epoch, self.parameters)
+        if epoch < self.max_epoch:
+            return False
+        averaged = self.average.average()
+        with torch.no_grad():
+            for name, param in self.parameters.items():
+                param.copy_(averaged[name].to(param.dtype))
+        return True
+
+    def state(self):
+        return self.average.state()
+
+    def load(self, state):
+        """Continue from ``state`` (ValueError when it was made with other weights or for other parameters)."""
+        if int(state["epochs"]) > 0 and set(state["total"]) != set(self.parameters):
+            raise ValueError(f"the checkpoint's GPA average holds {', '.join(sorted(state['total']))}, not the "
+                             f"learned parameters {', '.join(sorted(self.parameters))}")
+        self.average.load(state)
+
+
+class AggregationCheckpoints:
+    """The checkpoint half of GPA for a trainer (before ``PromptTrainer`` in its bases): a trainer that sets
+    ``self.gpa`` (a ``GaussianPromptAggregation``) in ``before_train`` saves its running sum with each checkpoint and
+    restores it on resume, so that a resumed run averages the same epochs as one never stopped."""
+
+    gpa = None
+
+    def extra_checkpoint_state(self):
+        return {"gpa": self.gpa.state()} if self.gpa is not None else {}
+
+    def load_extra_checkpoint_state(self, checkpoint, source):
+        from .checkpoints import CheckpointError
+
+        if self.gpa is None:
+            return
+        if "gpa" not in checkpoint:
+            raise CheckpointError(f"{source} was written without GPA, so the average of the epochs before it is "
+                                  "unknown: resume with the same options, or train in a fresh output folder.")
+        try:
+            self.gpa.load(checkpoint["gpa"])
+        except ValueError as err:
+            raise CheckpointError(f"{source}: {err}; resume with the same options, or train in a fresh output "
+                                  "folder.") from None

@@ -145,3 +145,16 @@ def precision_autocast(prec):
 def weights_dtype(prec):
     """The dtype the frozen CLIP weights are stored in for a precision (amp keeps fp32 and autocasts)."""
     return {"fp16": torch.float16, "bf16": torch.bfloat16}.get(prec, torch.float32)
+
+
+def load_frozen_clip(backbone, input_size, precision):
+    """The CLIP of the ``MODEL.BACKBONE`` config node, its weights frozen in the dtype of ``precision``; an input
+    size other than the model's resolution is a config error."""
+    print(f"Loading CLIP (backbone: {backbone.NAME}{', file ' + backbone.PATH if backbone.PATH else ''})")
+    clip_model = load_clip(backbone.NAME, backbone.PATH, backbone.CACHE_DIR)
+    resolution = clip_model.visual.input_resolution
+    if tuple(input_size) != (resolution, resolution):
+        raise ValueError(f"INPUT.SIZE is {tuple(input_size)} but this CLIP takes {resolution}x{resolution} images: "
+                         f"set INPUT.SIZE ({resolution}, {resolution}).")
+    cast_frozen_weights(clip_model, weights_dtype(precision))
+    return clip_model

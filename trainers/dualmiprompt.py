@@ -1,13 +1,11 @@
 """DualMIPrompt: soft and hand-crafted prompts as two views of the text, tied by mutual information, plus a
 class-wise visual augmentation (our reading of Zhang et al., "Generalizable Prompt Tuning for Vision-Language
-Models", arXiv 2410.03189; see README.md, section DualMIPrompt). The model lives in ``dualmiprompt_model.py``."""
+Models", arXiv 2410.03189; see docs/method.md). The model lives in ``dualmiprompt_model.py``."""
 from dassl.engine import TRAINER_REGISTRY
 from yacs.config import CfgNode as CN
 
-import torch
-
-from .aggregation import ParameterAverage, gpa_weights
-from .base import CheckpointError, PromptTrainer
+from .aggregation import AggregationCheckpoints, GaussianPromptAggregation
+from .base import PromptTrainer
 from .config import ConfigError, trainer_config
 from .dualmiprompt_model import DualMIOptions, DualMIPromptCLIP
 
@@ -21,7 +19,7 @@ def dualmiprompt_config():
 
 
 @TRAINER_REGISTRY.register()
-class DualMIPrompt(PromptTrainer):
+class DualMIPrompt(AggregationCheckpoints, PromptTrainer):
     CONFIG_KEY = "DUALMIPROMPT"
 
     def check_cfg(self, cfg):
@@ -41,41 +39,19 @@ class DualMIPrompt(PromptTrainer):
         print(f"MI terms: {', '.join(active) or 'none (CoOp)'}; inference beta {options.infer_beta}")
         return model
 
-    # ----- Gaussian aggregation of the context over epochs (GPA_MEAN > 0) -----
-    gpa = None
-
+    # ----- Gaussian aggregation of the context over epochs (GPA_MEAN > 0; checkpoints: AggregationCheckpoints) -----
     def before_train(self):
         options = self.options
         if options.gpa_mean > 0:  # before the resume (in Dassl's before_train), which restores its state
-            self.gpa = ParameterAverage(gpa_weights(self.max_epoch, options.gpa_mean, options.gpa_std))
+            self.gpa = GaussianPromptAggregation({"ctx": self.model.prompt_learner.ctx}, self.max_epoch,
+                                                 options.gpa_mean, options.gpa_std)
         super().before_train()
 
     def run_epoch(self):
         super().run_epoch()
-        if self.gpa is None:
-            return
-        ctx = self.model.prompt_learner.ctx
-        self.gpa.add(self.epoch + 1, {"ctx": ctx})
-        if self.epoch + 1 == self.max_epoch:  # before the last checkpoint is written and the model evaluated
-            with torch.no_grad():
-                ctx.copy_(self.gpa.average()["ctx"].to(ctx.dtype))
+        if self.gpa is not None and self.gpa.end_epoch(self.epoch + 1):  # the last epoch: before its checkpoint
             print(f"GPA: the context is the Gaussian-weighted average over the epochs (mean {self.options.gpa_mean}, "
                   f"std {self.options.gpa_std})")
-
-    def extra_checkpoint_state(self):
-        return {"gpa": self.gpa.state()} if self.gpa is not None else {}
-
-    def load_extra_checkpoint_state(self, checkpoint, source):
-        if self.gpa is None:
-            return
-        if "gpa" not in checkpoint:
-            raise CheckpointError(f"{source} was written without GPA (GPA_MEAN 0), so the average of the epochs before "
-                                  "it is unknown: resume with the same options, or train in a fresh output folder.")
-        try:
-            self.gpa.load(checkpoint["gpa"])
-        except ValueError as err:
-            raise CheckpointError(f"{source}: {err}; resume with the same options, or train in a fresh output "
-                                  "folder.") from None
 
     def step_diagnostics(self):
         return self.model.context_gradient_norms()

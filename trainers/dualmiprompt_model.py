@@ -27,9 +27,9 @@ from .encoders import PromptedCLIP, TemplateFeatureCache
 from .mutual_info import (
     CRITICS,
     ESTIMATORS,
+    KAPPA_MIN,
     MIX_MODES,
     MIX_SPACES,
-    KAPPA_MIN,
     build_critic,
     check_choice,
     mi_ceiling,
@@ -48,7 +48,7 @@ TEMPLATE_KINDS = ("dataset", "ensemble")
 @dataclass
 class DualMIOptions:
     """Every option of the method; the config node ``TRAINER.DUALMIPROMPT`` holds the same keys in upper case,
-    with these defaults (see README.md, section DualMIPrompt for the reasoning behind each)."""
+    with these defaults (see docs/method.md for the reasoning behind each)."""
 
     n_ctx: int = 4  # context tokens (ignored when CTX_INIT gives the words)
     ctx_init: str = "a photo of a"  # words whose embeddings initialise the context ("" = random N(0, 0.02))

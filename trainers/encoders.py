@@ -8,7 +8,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-
 # CLIP's activation is QuickGELU, ``z * sigmoid(1.702 z)``, which equals ``silu(1.702 z) / 1.702``.
 QUICK_GELU_SCALE = 1.702
 

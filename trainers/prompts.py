@@ -7,9 +7,23 @@ building the prompts of all classes has no Python loop over classes.
 import torch
 import torch.nn as nn
 
-from .encoders import clean_classnames, eot_positions, name_token_counts, tokenize
+from .config import CLIP_CONTEXT_LENGTH, ConfigError
+from .encoders import clean_classnames, eot_positions, name_token_counts, tokenize, tokenizer
 
 POSITIONS = ("end", "middle", "front")
+
+
+def tokenize_fitting(texts, too_long):
+    """``tokenize(texts)``, or ``ConfigError(too_long(text, n_tokens))`` for the longest text when one does not fit
+    CLIP's context (clip.tokenize would raise with the whole text in its message)."""
+    try:
+        return tokenize(texts, context_length=CLIP_CONTEXT_LENGTH)
+    except RuntimeError:
+        counts = [len(tokenizer().encode(text)) + 2 for text in texts]  # + [SOS] and [EOS]
+        longest = max(range(len(texts)), key=counts.__getitem__)
+        if counts[longest] <= CLIP_CONTEXT_LENGTH:
+            raise
+        raise ConfigError(too_long(texts[longest], counts[longest])) from None
 
 
 def context_init_vectors(token_embedding, ctx_init, n_ctx, ctx_dim, n_classes=None, n_ctx_from_init=True):
@@ -21,7 +35,9 @@ def context_init_vectors(token_embedding, ctx_init, n_ctx, ctx_dim, n_classes=No
     """
     if ctx_init:
         words = ctx_init.replace("_", " ")
-        tokens = tokenize(words).to(token_embedding.weight.device)
+        tokens = tokenize_fitting([words], lambda text, n: (
+            f"CTX_INIT has {n - 2} tokens, more than CLIP's {CLIP_CONTEXT_LENGTH}-token text context can hold with "
+            "the class name: give fewer words.")).to(token_embedding.weight.device)
         available = int(eot_positions(tokens)[0]) - 1
         if n_ctx_from_init:
             n_ctx = available
@@ -93,7 +109,11 @@ class ContextPrompts(nn.Module):
             )
         embedding = self.token_embedding[0]
         device = embedding.weight.device
-        tokens = tokenize([f"{self.prompt_prefix} {name}." for name in names]).to(device)
+        prompts = [f"{self.prompt_prefix} {name}." for name in names]
+        tokens = tokenize_fitting(prompts, lambda text, n: (
+            f"The prompt of class {names[prompts.index(text)][:80]!r} needs {n} tokens, more than CLIP's "
+            f"{CLIP_CONTEXT_LENGTH}-token text context: use fewer context tokens (N_CTX {self.n_ctx}, or fewer CTX_INIT "
+            "words) or a shorter class name.")).to(device)
         eot = eot_positions(tokens)
         length = int(eot.max()) + 1
         with torch.no_grad():

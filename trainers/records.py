@@ -5,6 +5,8 @@ import os
 
 from common.fileio import atomic_open, atomic_write_json
 
+from .config import config_fingerprint
+
 RECORD_NAME = "results.json"
 SUMMARY_NAME = "summary.txt"
 
@@ -16,6 +18,42 @@ RECORD_FIELDS = (
 
 # Fields that differ between two runs of the same command (when and where it ran, how long it took).
 VOLATILE_FIELDS = ("train_time_s", "eval_time_s", "created", "output_dir", "model_dir")
+
+
+def build_record(cfg, split, results, num_classes, num_images, eval_time, train_time=None, epoch=None,
+                 model_dir="", training_history=()):
+    """The record of one final evaluation, with every field of ``RECORD_FIELDS`` (and ``training`` when the run
+    trained). ``train_time`` is None for an evaluation-only run; ``epoch`` is that of the weights evaluated."""
+    record = {
+        "dataset": cfg.DATASET.NAME,
+        "trainer": cfg.TRAINER.NAME,
+        "config": cfg.CONFIG_NAME,
+        "protocol": cfg.PROTOCOL,
+        "backbone": cfg.MODEL.BACKBONE.NAME,
+        "seed": cfg.SEED,
+        "subsample": cfg.DATASET.SUBSAMPLE_CLASSES,
+        "shots": cfg.DATASET.NUM_SHOTS,
+        # held-out training images of a validation fold are never taken for a test result
+        "split": f"val_fold{cfg.DATASET.VAL_FOLD}" if cfg.DATASET.VAL_FOLD else split,
+        "epoch": epoch,
+        "num_classes": num_classes,
+        "num_images": num_images,
+        "accuracy": results["accuracy"],
+        "macro_f1": results["macro_f1"],
+        "error_rate": results["error_rate"],
+        "train_time_s": None if train_time is None else round(train_time, 3),
+        "eval_time_s": round(eval_time, 3),
+        "eval_only": train_time is None,
+        "model_dir": model_dir,
+        "output_dir": os.path.abspath(cfg.OUTPUT_DIR),
+        "created": now(),
+        "config_sha256": config_fingerprint(cfg),
+        "versions": library_versions(),
+    }
+    assert tuple(record) == RECORD_FIELDS
+    if training_history:  # what training logged, first and last epoch of this process (per-epoch: tensorboard)
+        record["training"] = {"first_epoch": training_history[0], "last_epoch": training_history[-1]}
+    return record
 
 
 def library_versions():

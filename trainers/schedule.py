@@ -44,3 +44,22 @@ class WarmupScheduler(LRScheduler):
         state = dict(state_dict)
         self.successor.load_state_dict(state.pop("successor"))
         self.__dict__.update(state)
+
+
+def build_lr_schedule(optimizer, optim_cfg):
+    """Dassl's schedule for ``optim_cfg`` (the ``OPTIM`` config node): its own successor scheduler behind our
+    warm-up wrapper."""
+    from dassl.optim import build_lr_scheduler
+
+    successor_cfg = optim_cfg.clone()
+    successor_cfg.defrost()
+    successor_cfg.WARMUP_EPOCH = 0
+    successor = build_lr_scheduler(optimizer, successor_cfg)
+    warmup = optim_cfg.WARMUP_EPOCH
+    if warmup <= 0:
+        return successor
+    if not optim_cfg.WARMUP_RECOUNT:
+        successor.last_epoch = warmup
+    return WarmupScheduler(
+        optimizer, successor, warmup, optim_cfg.WARMUP_TYPE, optim_cfg.WARMUP_CONS_LR, optim_cfg.WARMUP_MIN_LR
+    )

@@ -28,3 +28,9 @@ def select_templates(kind, dataset_template, ensemble_adds_dataset_template=True
             return tuple(ensemble)
         return ENSEMBLE_TEMPLATES + ((dataset_template,) if ensemble_adds_dataset_template else ())
     raise ValueError(f"TEMPLATES must be 'dataset' or 'ensemble'; got {kind!r}")
+
+
+def dataset_templates(kind, dataset):
+    """The templates of a hand-crafted view of a Dassl dataset: ``dataset`` (its own template) or ``ensemble``."""
+    return select_templates(kind, getattr(dataset, "template", DEFAULT_TEMPLATE),
+                            getattr(dataset, "ensemble_adds_template", True), getattr(dataset, "ensemble_templates", None))

@@ -4,7 +4,9 @@
   python -m datasets.prepare all --root $DATA                  every dataset (ImageNet and Stanford Cars: manual)
   python -m datasets.prepare --check --root $DATA              verify every dataset, download nothing
 
-A prepared dataset is detected and skipped; an interrupted download continues where it stopped.
+A prepared dataset is detected and skipped; an interrupted download continues where it stopped. A damaged archive
+is reported, moved aside (<name>.broken) and forgotten as verified, so the next run downloads it again; the other
+datasets go on, and the exit status says that something failed.
 """
 import argparse
 import difflib
@@ -15,7 +17,20 @@ from . import ilsvrc
 from .fetch import DownloadError, Fetcher, ManualFileNeeded, browser_url, copy_file
 from .layout import check_layout, dataset_classes, format_table, layout_attributes, module_files
 from .sources import SOURCES
-from .unpack import LayoutMismatch, UnsafeArchiveError, is_placed, mark_placed, place_archive
+from .unpack import (
+    DEFAULT_MAX_RATIO,
+    DEFAULT_MAX_SIZE,
+    RATIO_ENV,
+    SIZE_ENV,
+    BrokenArchiveError,
+    ExpansionLimits,
+    LayoutMismatch,
+    UnsafeArchiveError,
+    human,
+    is_placed,
+    mark_placed,
+    place_archive,
+)
 
 STEP_ERRORS = (DownloadError, UnsafeArchiveError, LayoutMismatch, ilsvrc.ValLabelError)
 
@@ -35,6 +50,12 @@ def build_parser():
                         help="place every file again from its verified archive, even where the dataset looks ready")
     parser.add_argument("--delete-archives", action="store_true",
                         help="delete each archive once its contents are in place (a later --force downloads again)")
+    parser.add_argument("--max-expand-ratio", metavar="R",
+                        help="refuse an archive that would write more than R times its own size (default: "
+                             f"${RATIO_ENV}, else {DEFAULT_MAX_RATIO:g}; 'none': no limit)")
+    parser.add_argument("--max-expand-size", metavar="SIZE",
+                        help="refuse an archive that would write more than SIZE, e.g. 500G (default: "
+                             f"${SIZE_ENV}, else {human(DEFAULT_MAX_SIZE)}; 'none': no limit)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("--list", action="store_true", help="print the source table for the named datasets and exit")
     return parser
@@ -75,16 +96,30 @@ def describe_sources(name, cls, recipe, root):
     return "\n".join(lines)
 
 
+def set_aside_broken(fetcher, download, path, err):
+    """The one-line report of a damaged archive, once it is moved aside and its verification forgotten."""
+    where = str(err) if err.path in (None, path) else f"{download.name}: {err}"
+    try:
+        aside = f"moved aside to {fetcher.set_aside(download, path)}"
+    except OSError as move_error:
+        aside = f"could not be moved aside ({move_error}): delete {path}"
+    then = ("the next run downloads it again" if download.sources
+            else f"put a good copy in {fetcher.downloads_dir} and run again")
+    return f"{where}; {aside}; {then}"
+
+
 def prepare_dataset(name, cls, recipe, root, args, gdrive=None, log=print):
+    """Prepare one dataset; ``(layout report, [problem, ...])``."""
     hints = (ilsvrc.val_hint,) if recipe.custom == "ilsvrc" else ()
     report = check_layout(name, cls, root, recipe, hints)
     if report.ok and not args.force:
         log(f"{name}: already prepared ({report.found} images), skipped")
-        return report
+        return report, []
     folder = os.path.join(root, cls.dataset_dir)
     os.makedirs(folder, exist_ok=True)
     downloads_dir = os.path.join(args.downloads or os.path.join(root, "downloads"), cls.dataset_dir)
     progress = not args.no_progress
+    limits = getattr(args, "limits", None)
     fetcher = Fetcher(downloads_dir, gdrive=gdrive, progress=progress, log=log)
     attributes = layout_attributes(cls)
     problems = []
@@ -95,40 +130,49 @@ def prepare_dataset(name, cls, recipe, root, args, gdrive=None, log=print):
         try:
             path = fetcher.fetch(download, search_dirs=(folder,) + extra_dirs)
             if download.places:
-                placed = place_archive(path, download.places, folder, attributes, progress)
+                placed = place_archive(path, download.places, folder, attributes, progress, limits)
             else:
                 copy_file(path, os.path.join(folder, download.target))
                 placed = [download.target]
             mark_placed(folder, download.name, placed)
             if args.delete_archives and download.places:
                 fetcher.discard(download, path)
+        except BrokenArchiveError as err:
+            problems.append(set_aside_broken(fetcher, download, path, err))
         except STEP_ERRORS as err:
             problems.append(f"{download.name}: {err}")
     if recipe.custom == "ilsvrc":
-        problems += prepare_ilsvrc(cls, recipe, root, folder, fetcher, progress, log)
+        problems += prepare_ilsvrc(cls, recipe, root, folder, fetcher, progress, log, limits)
     report = check_layout(name, cls, root, recipe, hints)
     for problem in problems:
         log(f"{name}: {problem}")
     if not report.ok and recipe.manual:
         log(f"\n{name} needs a manual step:\n" + recipe.manual.format(dataset_folder=folder, downloads=downloads_dir))
-    return report
+    return report, problems
 
 
-def prepare_ilsvrc(cls, recipe, root, folder, fetcher, progress, log):
+def prepare_ilsvrc(cls, recipe, root, folder, fetcher, progress, log, limits=None):
     classnames = os.path.join(folder, "classnames.txt")
     if not os.path.isfile(classnames):
         return [f"{classnames} is missing, so the training classes cannot be checked"]
     reader = cls.layout_at(root)
+    located = {}  # path -> Download, to name a damaged archive's entry
 
     def locate(download):
         try:
-            return fetcher.fetch(download, search_dirs=(folder,))
+            path = fetcher.fetch(download, search_dirs=(folder,))
         except ManualFileNeeded:
             return None
+        located[path] = download
+        return path
 
     try:
         ilsvrc.prepare_imagenet(folder, reader.image_dir, cls.read_classnames(classnames), recipe.downloads, locate,
-                                progress, log)
+                                progress, log, limits)
+    except BrokenArchiveError as err:
+        if err.path not in located:
+            return [str(err)]
+        return [set_aside_broken(fetcher, located[err.path], err.path, err)]
     except STEP_ERRORS as err:
         return [str(err)]
     return []
@@ -144,6 +188,10 @@ def main(argv=None, gdrive=None, sources=None, log=print):
     root = os.path.abspath(os.path.expanduser(args.root))
     sources = SOURCES if sources is None else sources
     classes = dataset_classes()
+    try:
+        args.limits = ExpansionLimits.from_env(args.max_expand_ratio, args.max_expand_size)
+    except ValueError as err:
+        parser.error(f"{err} (from --max-expand-ratio / --max-expand-size or ${RATIO_ENV} / ${SIZE_ENV})")
     names = resolve_names(parser, args.names, classes, args.check or args.list)
     unknown = [name for name in names if name not in sources]
     if unknown:
@@ -151,11 +199,18 @@ def main(argv=None, gdrive=None, sources=None, log=print):
     if args.list:
         log("\n\n".join(describe_sources(name, classes[name], sources[name], root) for name in names))
         return 0
+    failures = []  # "dataset: problem", listed again at the end
     if args.check:
         hints = {name: (ilsvrc.val_hint,) if sources[name].custom == "ilsvrc" else () for name in names}
         reports = [check_layout(name, classes[name], root, sources[name], hints[name]) for name in names]
     else:
         os.makedirs(root, exist_ok=True)
-        reports = [prepare_dataset(name, classes[name], sources[name], root, args, gdrive, log) for name in names]
+        reports = []
+        for name in names:
+            report, problems = prepare_dataset(name, classes[name], sources[name], root, args, gdrive, log)
+            reports.append(report)
+            failures += [f"{name}: {problem}" for problem in problems]
     log("\n" + format_table(reports))
-    return 0 if all(report.ok for report in reports) else 1
+    if failures:
+        log("\nFailed:\n" + "\n".join(f"  {failure}" for failure in failures))
+    return 0 if all(report.ok for report in reports) and not failures else 1

@@ -242,6 +242,23 @@ class Fetcher:
         except (OSError, ValueError):
             return None
 
+    def set_aside(self, download, path):
+        """Move ``path``, a verified copy of ``download`` that turned out unusable (a damaged archive), to
+        ``<path>.broken`` (``.broken.1``, ``.broken.2``, ...: never over another file) and forget its verification,
+        so that the next run fetches it afresh. Returns where it went; OSError if it could not be moved (the
+        record is forgotten all the same)."""
+        record = self.record_path(download)
+        if os.path.isfile(record):
+            os.remove(record)
+        index = 0
+        while True:
+            aside = f"{path}.broken" + (f".{index}" if index else "")
+            if not os.path.lexists(aside):
+                break
+            index += 1
+        os.rename(path, aside)
+        return aside
+
     def discard(self, download, path):
         """Remove a verified download (``--delete-archives``) and its record."""
         for stale in (path, self.record_path(download)):

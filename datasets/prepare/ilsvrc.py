@@ -8,11 +8,11 @@ import csv
 import io
 import os
 import re
-import tarfile
+import shutil
 
 from tqdm import tqdm
 
-from .unpack import ProgressReader, extract, extract_tar_stream
+from .unpack import BrokenArchiveError, Budget, ProgressReader, extract, extract_tar_stream, open_tar, reading
 
 GROUND_TRUTH = "data/ILSVRC2012_validation_ground_truth.txt"
 META = "data/meta.mat"
@@ -39,18 +39,26 @@ def check_wnid(wnid, classes, where):
     return wnid
 
 
-def extract_train(train_tar, train_dir, progress=True):
+def extract_train(train_tar, train_dir, progress=True, limits=None):
     """Unpack each per-class tar of the training archive into ``train_dir/<wnid>/``.
 
     A class is written to a hidden folder and renamed when complete, so a class folder that exists is whole and
-    an interrupted run continues with the classes still missing. Returns the number of classes extracted now."""
+    an interrupted run continues with the classes still missing. Returns the number of classes extracted now.
+    ``limits``: what the archive may write (``unpack.ExpansionLimits``); ``BrokenArchiveError`` (``path`` =
+    ``train_tar``) when it is damaged."""
     os.makedirs(train_dir, exist_ok=True)
     extracted = 0
     label = os.path.basename(train_tar)
+    budget = Budget(train_tar, limits)
     with open(train_tar, "rb") as raw, tqdm(total=os.path.getsize(train_tar), unit="B", unit_scale=True,
                                             desc=f"extracting {label}", disable=not progress) as bar:
-        with tarfile.open(fileobj=ProgressReader(raw, bar), mode="r|") as outer:
-            for member in outer:
+        with open_tar(label, train_tar, fileobj=ProgressReader(raw, bar), mode="r|") as outer:
+            members = iter(outer)
+            while True:
+                with reading(label, train_tar):
+                    member = next(members, None)
+                if member is None:
+                    break
                 if not (member.isfile() and member.name.endswith(".tar")):
                     continue
                 wnid = os.path.basename(member.name)[: -len(".tar")]
@@ -58,23 +66,37 @@ def extract_train(train_tar, train_dir, progress=True):
                 if os.path.isdir(final):
                     continue
                 partial = os.path.join(train_dir, f".{wnid}.partial")
-                with tarfile.open(fileobj=outer.extractfile(member), mode="r|") as inner:
-                    extract_tar_stream(inner, partial, f"{label}/{member.name}")
+                inner_label = f"{label}/{member.name}"
+                with reading(inner_label, train_tar):
+                    source = outer.extractfile(member)
+                inner = open_tar(inner_label, train_tar, fileobj=source, mode="r|")
+                try:
+                    extract_tar_stream(inner, partial, inner_label, budget)
+                except BrokenArchiveError as err:
+                    err.path = train_tar
+                    raise
                 os.replace(partial, final)
                 extracted += 1
     return extracted
 
 
-def labels_from_devkit(devkit_archive):
-    """``{image file name: wnid}`` from the ILSVRC2012 devkit archive."""
+def labels_from_devkit(devkit_archive, limits=None):
+    """``{image file name: wnid}`` from the ILSVRC2012 devkit archive (the two files read count against
+    ``limits``, ``unpack.ExpansionLimits``)."""
     from scipy.io import loadmat
 
     wanted = {}
-    with tarfile.open(devkit_archive) as tar:
-        for member in tar:
+    label = os.path.basename(devkit_archive)
+    budget = Budget(devkit_archive, limits)
+    with open_tar(label, devkit_archive, name=devkit_archive) as tar:
+        with reading(label, devkit_archive):
+            members = tar.getmembers()
+        for member in members:
             for suffix in (GROUND_TRUTH, META):
                 if member.isfile() and member.name.endswith(suffix):
-                    wanted[suffix] = tar.extractfile(member).read()
+                    budget.declare(member.size, member.name)
+                    with reading(label, devkit_archive):
+                        wanted[suffix] = tar.extractfile(member).read()
     missing = [suffix for suffix in (GROUND_TRUTH, META) if suffix not in wanted]
     if missing:
         raise ValLabelError(f"{devkit_archive} has no {', '.join(missing)}: it is not the ILSVRC2012 devkit.")
@@ -127,26 +149,45 @@ def sort_val(val_dir, labels, progress=True, classes=None):
     return len(flat)
 
 
-def prepare_imagenet(dataset_folder, image_dir, class_folders, archives, locate, progress=True, log=print):
+def extract_val(val_archive, val_dir, progress=True, limits=None):
+    """Extract the validation archive into ``val_dir`` (absent or empty) through a hidden staging folder beside
+    it, so that a damaged or refused archive leaves no part of itself in ``val_dir`` (which would then count as
+    extracted)."""
+    staging = os.path.join(os.path.dirname(val_dir), f".{os.path.basename(val_dir)}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        extract(val_archive, staging, progress, limits=limits)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if os.path.isdir(val_dir):
+        os.rmdir(val_dir)
+    os.replace(staging, val_dir)
+
+
+def prepare_imagenet(dataset_folder, image_dir, class_folders, archives, locate, progress=True, log=print,
+                     limits=None):
     """Build ``image_dir/train`` and ``image_dir/val`` from whatever of the official ``archives`` (the training,
     validation and devkit ``Download``s) ``locate(download)`` finds (it returns a verified path or None), sorting
-    flat validation images into class folders. ``class_folders``: the wnids of ``classnames.txt``."""
+    flat validation images into class folders. ``class_folders``: the wnids of ``classnames.txt``. ``limits``:
+    what each archive may write (``unpack.ExpansionLimits``). A damaged archive raises ``BrokenArchiveError``
+    whose ``path`` is the one ``locate`` gave."""
     train_archive, val_archive, devkit_archive = archives
     train_dir, val_dir = os.path.join(image_dir, "train"), os.path.join(image_dir, "val")
     have_train = os.path.isdir(train_dir) and set(class_folders) <= set(os.listdir(train_dir))
     if not have_train:
         archive = locate(train_archive)
         if archive:
-            log(f"Extracted {extract_train(archive, train_dir, progress)} training classes into {train_dir}")
+            log(f"Extracted {extract_train(archive, train_dir, progress, limits)} training classes into {train_dir}")
     if not os.path.isdir(val_dir) or not os.listdir(val_dir):
         archive = locate(val_archive)
         if archive:
-            extract(archive, val_dir, progress)
+            extract_val(archive, val_dir, progress, limits)
     if unsorted_val_images(val_dir):
         kaggle = os.path.join(dataset_folder, KAGGLE_LABELS)
         devkit = locate(devkit_archive)
         if devkit:
-            labels = labels_from_devkit(devkit)
+            labels = labels_from_devkit(devkit, limits)
         elif os.path.isfile(kaggle):
             labels = labels_from_kaggle_csv(kaggle, set(class_folders))
         else:

@@ -10,7 +10,15 @@ import math
 import numpy as np
 
 from .attributes import (
-    COLOURS, COUNTS, LARGE_RADIUS, PATTERNS, SHAPES, SMALL_RADIUS, STYLE_PHRASES, STYLES, count_name,
+    COLOURS,
+    COUNTS,
+    LARGE_RADIUS,
+    PATTERNS,
+    SHAPES,
+    SMALL_RADIUS,
+    STYLE_PHRASES,
+    STYLES,
+    count_name,
     object_name,
 )
 from .render import Scene, Stroke, Thing, hsv_to_rgb

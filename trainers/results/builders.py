@@ -1,13 +1,26 @@
 """The benchmark tables (base-to-new, cross-dataset, domain generalisation, few-shot) built from records."""
 import os
+import re
+import shlex
 import statistics
 from collections import defaultdict
 from dataclasses import dataclass, field
 
 from . import published
-from .reading import (BENCHMARK, INCOMPLETE_MARK, ORDER, TRANSFER_SOURCES, XD_SOURCE, TablesError, assign_methods,
-                      dataset_keys, label_of, protocol_of)
+from .reading import (
+    BENCHMARK,
+    INCOMPLETE_MARK,
+    ORDER,
+    TRANSFER_SOURCES,
+    XD_SOURCE,
+    TablesError,
+    assign_methods,
+    dataset_keys,
+    label_of,
+    protocol_of,
+)
 from .statistics import Stat, average_over, harmonic_mean, harmonic_stat, summarise
+
 
 @dataclass
 class Missing:
@@ -108,20 +121,27 @@ class Protocol:
         return configs.pop() if len(configs) == 1 else ""
 
     def command(self, script, method, datasets, seeds, env=()):
+        """The shell command that makes the runs: every word quoted (names come from records, which anyone can
+        write); ``env``: ``NAME=value`` assignments put first."""
         keys = [self.keys.get(d) for d in datasets]
         if None in keys or method not in self.trainer:
             return ""
-        parts = list(env)
+        assignments = list(env)
         if self.name != "fewshot" and self.shots != 16:
-            parts.append(f"SHOTS={self.shots}")
-        parts += [f"SEEDS={quote(' '.join(map(str, seeds)))}", f"DATASETS={quote(' '.join(keys))}"]
-        parts += ["bash", f"scripts/{script}", self.trainer[method]]
+            assignments.append(f"SHOTS={self.shots}")
+        assignments += [f"SEEDS={' '.join(map(str, seeds))}", f"DATASETS={' '.join(keys)}"]
+        words = [assignment(*text.split("=", 1)) for text in assignments]
+        words += ["bash", shlex.quote(f"scripts/{script}"), shlex.quote(self.trainer[method])]
         config = self.config_hint(method)
-        return " ".join(parts + ([config] if config else []))
+        return " ".join(words + ([shlex.quote(config)] if config else []))
 
 
-def quote(text):
-    return f'"{text}"' if " " in text else text
+def assignment(name, value):
+    """``NAME=value`` as a shell word: a list of plain words in double quotes (``SEEDS="1 2"``, as the docs write
+    them), anything else quoted by shlex."""
+    if " " in value and re.fullmatch(r"[\w@%+=:,./ -]+", value, re.ASCII):
+        return f'{name}="{value}"'
+    return f"{name}={shlex.quote(value)}"
 
 
 def interleave(methods, trainer_of_method, papers):
@@ -158,7 +178,9 @@ def base2new_table(protocol):
     datasets = protocol.datasets()
     methods = protocol.methods
     seeds = protocol.seeds
-    papers = list(published.BASE2NEW) if opts.published else []
+    # papers with per-dataset numbers, then those with only an 11-dataset average (shown on the average row alone)
+    papers = [*published.BASE2NEW, *(p for p in published.BASE2NEW_AVERAGE if p not in published.BASE2NEW)]
+    papers = papers if opts.published else []
     order = interleave(methods, protocol.trainer, papers)
     table = Table("base2new", f"Base-to-new generalisation ({shots_text(protocol)}), accuracy (%)",
                   ["Dataset", "Method", "Base", "New", "HM"])
@@ -168,7 +190,7 @@ def base2new_table(protocol):
     for dataset in datasets:
         for kind, method in order:
             if kind == "published":
-                values = published.BASE2NEW[method].get(dataset)
+                values = published.BASE2NEW.get(method, {}).get(dataset)
                 if values is None:
                     continue
                 cells = [Stat(v, None, (), True, True) for v in values]
@@ -208,13 +230,17 @@ def base2new_table(protocol):
             hm_stat = harmonic_stat(base_stat, new_stat, base_seed, new_seed)
             cells, label = [base_stat, new_stat, hm_stat], method
         table.rows.append([average_name, label, *cells])
+        row_source = published.BASE2NEW_AVERAGE_SOURCES.get(method, source) if kind == "published" else ""
         for metric, stat in zip(("base", "new", "hm"), cells):
-            table.tidy.append(tidy_row("base2new", "Average", label, stat, metric, protocol.shots,
-                                       source if stat.published else ""))
+            table.tidy.append(tidy_row("base2new", "Average", label, stat, metric, protocol.shots, row_source))
     table.notes.append("HM: harmonic mean of the mean Base and the mean New; on the average rows, of the averaged Base "
                        "and New. Spreads of averages are over the seeds that have every dataset.")
     if papers:
         table.notes.append(f"(published): {source}.")
+        for paper in papers:
+            if paper in published.BASE2NEW_AVERAGE_SOURCES and any(row[1].startswith(published_label(paper))
+                                                                   for row in table.rows):
+                table.notes.append(f"{published_label(paper)}: {published.BASE2NEW_AVERAGE_SOURCES[paper]}.")
         if set(datasets) != set(BENCHMARK):
             table.notes.append("[averaged here]: the published per-dataset numbers, averaged over this table's "
                                "datasets.")
@@ -228,7 +254,7 @@ def average_label(datasets):
 def published_average(paper, datasets):
     if set(datasets) == set(BENCHMARK):
         return [Stat(v, None, (), True, True) for v in published.BASE2NEW_AVERAGE[paper]]
-    values = [published.BASE2NEW[paper].get(d) for d in datasets]
+    values = [published.BASE2NEW.get(paper, {}).get(d) for d in datasets]
     if not datasets or None in values:
         return None
     base = statistics.fmean(v[0] for v in values)

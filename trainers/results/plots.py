@@ -3,6 +3,13 @@ import math
 
 from .statistics import Stat
 
+
+def plain(text):
+    """A name as matplotlib shows it verbatim: a ``$`` of a record's name would start mathtext (and a malformed
+    formula stop the figure)."""
+    return str(text).replace("$", r"\$")
+
+
 def plot_base2new(table, path):
     """Base / New / HM per dataset (and the average) for each measured method: one panel per metric."""
     import matplotlib
@@ -25,14 +32,14 @@ def plot_base2new(table, path):
                     xs.append(j + (i - (len(methods) - 1) / 2) * width)
                     ys.append(stat.mean)
                     errs.append(stat.std if stat.std is not None and len(stat.seeds) > 1 else 0.0)
-            ax.bar(xs, ys, width, yerr=errs, label=method, capsize=2)
+            ax.bar(xs, ys, width, yerr=errs, label=plain(method), capsize=2)
         ax.set_ylabel(f"{metric} accuracy (%)")
         ax.set_ylim(0, 100)
         ax.grid(axis="y", alpha=0.3)
     axes[0].legend(ncol=min(len(methods), 4), fontsize="small")
     axes[-1].set_xticks(range(len(groups)))
-    axes[-1].set_xticklabels([g.replace(" (", "\n(") for g in groups], rotation=45, ha="right")
-    axes[0].set_title(table.title)
+    axes[-1].set_xticklabels([plain(g).replace(" (", "\n(") for g in groups], rotation=45, ha="right")
+    axes[0].set_title(plain(table.title))
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -56,11 +63,11 @@ def plot_fewshot(table, path):
             stats = {k: c for k, c in zip(shots, row[2:]) if isinstance(c, Stat) and c.mean is not None}
             points = sorted(k for k in stats if k > 0)
             if points:
-                ax.errorbar(points, [stats[k].mean for k in points], marker="o", label=row[1],
+                ax.errorbar(points, [stats[k].mean for k in points], marker="o", label=plain(row[1]),
                             yerr=[stats[k].std if len(stats[k].seeds) > 1 else 0.0 for k in points])
             elif 0 in stats and positive:
-                ax.plot([min(positive), max(positive)], [stats[0].mean] * 2, "--", label=row[1])
-        ax.set_title(group)
+                ax.plot([min(positive), max(positive)], [stats[0].mean] * 2, "--", label=plain(row[1]))
+        ax.set_title(plain(group))
         if positive:
             ax.set_xscale("log", base=2)
             ax.set_xticks(positive, [str(k) for k in positive])

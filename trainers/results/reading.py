@@ -1,7 +1,9 @@
 """Finding and reading the results records (``results.json``) and grouping them into methods."""
 import json
+import math
 import os
 import re
+import stat
 from dataclasses import dataclass
 
 from .. import registry
@@ -11,6 +13,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 RECORD_NAME = "results.json"  # written by trainers/records.py (superseded ones are results-<date>.json)
 PROTOCOLS = ("base2new", "xd", "dg", "fewshot")
 REQUIRED_FIELDS = ("dataset", "trainer", "seed", "subsample", "shots", "accuracy")
+MAX_RECORD_BYTES = 1 << 20  # a record is a few kilobytes; a larger file is not one (and is not read into memory)
+INTEGER_BOUND = 2 ** 63  # seeds and shot counts: |value| below it
 
 # (registered DATASET.NAME, key of configs/datasets/<key>.yaml, label in the tables), in the papers' order.
 DATASET_CATALOGUE = (
@@ -90,39 +94,116 @@ def protocol_of(record):
 
 
 def find_records(roots):
-    """Every ``results.json`` under ``roots``: ``(records, problems)``; each record gets ``_path``."""
+    """Every ``results.json`` under ``roots``: ``(records, problems)``; each record gets ``_path``. A file that is
+    not a record (unreadable, not regular, too large, not a JSON object, lacking a field or holding a value no record
+    holds) is left out with a problem that names it."""
     records, problems = [], []
     paths = []
     for root in roots:
-        if os.path.isfile(root):
-            paths.append(root)
-            continue
         if not os.path.isdir(root):
-            raise TablesError(f"{root} does not exist: give the output folder of the protocol scripts (e.g. output/).")
+            if not os.path.lexists(root):
+                raise TablesError(f"{root} does not exist: give the output folder of the protocol scripts "
+                                  "(e.g. output/).")
+            paths.append(root)  # a record named on the command line (read_record refuses what is not a file)
+            continue
         for folder, subfolders, files in os.walk(root):
             subfolders.sort()
             if RECORD_NAME in files:
                 paths.append(os.path.join(folder, RECORD_NAME))
     for path in paths:
-        try:
-            with open(path) as handle:
-                record = json.load(handle)
-        except (OSError, json.JSONDecodeError) as err:
-            problems.append(f"{path}: unreadable ({err})")
+        record, problem = read_record(path)
+        if problem is None:
+            lacking = [name for name in REQUIRED_FIELDS if name not in record]
+            problem = f"lacks {', '.join(lacking)}" if lacking else record_problem(record)
+        if problem is not None:
+            problems.append(f"{path}: {problem}")
             continue
-        if not isinstance(record, dict):
-            problems.append(f"{path}: not a results record")
-            continue
-        lacking = [name for name in REQUIRED_FIELDS if name not in record]
-        if lacking:
-            problems.append(f"{path}: lacks {', '.join(lacking)}")
-            continue
-        if record.get("split", "test") != "test":
-            problems.append(f"{path}: evaluated on the {record['split']} split, not the test split (not used)")
+        split = record.get("split", "test")
+        if split != "test":
+            if not (isinstance(split, str) and split.isprintable() and len(split) <= 40):
+                split = shown(split)
+            problems.append(f"{path}: evaluated on the {split} split, not the test split (not used)")
             continue
         record["_path"] = path
         records.append(record)
     return records, problems
+
+
+def read_record(path):
+    """``(the JSON object in the file, None)`` or ``(None, what is wrong)``. Only a regular file is read (a FIFO
+    would wait for a writer, a device never end), and at most MAX_RECORD_BYTES of it."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a FIFO opens at once, then is refused
+    except OSError as err:
+        return None, f"unreadable ({err})"
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None, "not a regular file (not read)"
+        with os.fdopen(fd, "rb") as handle:
+            fd = None
+            data = handle.read(MAX_RECORD_BYTES + 1)
+    except OSError as err:
+        return None, f"unreadable ({err})"
+    finally:
+        if fd is not None:
+            os.close(fd)
+    if len(data) > MAX_RECORD_BYTES:
+        return None, f"larger than {MAX_RECORD_BYTES} bytes, not a results record (not read)"
+    try:
+        record = json.loads(data, parse_int=parse_int)
+    except (ValueError, RecursionError) as err:  # not JSON, not in a JSON encoding, nested past the stack
+        text = str(err)
+        return None, f"unreadable ({text if len(text) <= 160 else text[:157] + '...'})"
+    if not isinstance(record, dict):
+        return None, "not a results record"
+    return record, None
+
+
+class LongInteger:
+    """A JSON integer of more digits than any field of a record can hold, kept as its text: Python refuses to
+    convert one of 4300 digits or more, and no check can take it for a number."""
+
+    def __init__(self, text):
+        self.text = text
+
+    def __repr__(self):
+        return self.text
+
+
+def parse_int(text):
+    return int(text) if len(text) <= 100 else LongInteger(text)
+
+
+def shown(value, width=40):
+    """A value as a warning shows it: its repr, cut to ``width`` characters."""
+    text = repr(value)
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def is_integer(value):
+    return isinstance(value, int) and not isinstance(value, bool) and -INTEGER_BOUND < value < INTEGER_BOUND
+
+
+def record_problem(record):
+    """What makes a record's values unusable, or None: accuracy a finite number in [0, 100], seed and shots
+    integers (|value| < 2**63), dataset and trainer non-empty strings, subsample a string, config and protocol
+    strings when given."""
+    accuracy = record["accuracy"]
+    if not (isinstance(accuracy, (int, float)) and not isinstance(accuracy, bool)
+            and 0 <= accuracy <= 100 and math.isfinite(accuracy)):  # (a large int compares; as a float it overflows)
+        return f"accuracy {shown(accuracy)} is not a number in [0, 100] (not used)"
+    for name in ("seed", "shots"):
+        if not is_integer(record[name]):
+            return f"{name} {shown(record[name])} is not an integer (not used)"
+    for name in ("dataset", "trainer"):
+        if not isinstance(record[name], str) or not record[name]:
+            return f"{name} {shown(record[name])} is not a name (not used)"
+    if not isinstance(record["subsample"], str):
+        return f"subsample {shown(record['subsample'])} is not a string (not used)"
+    for name in ("config", "protocol"):
+        if record.get(name) is not None and not isinstance(record[name], str):
+            return f"{name} {shown(record[name])} is not a string (not used)"
+    return None
 
 
 # ----------------------------------------------------------------------------------------------- methods

@@ -1,5 +1,6 @@
 """Writing tables: terminal text, markdown, LaTeX, CSV, and the files of an output folder."""
 import csv
+import html
 import os
 import re
 
@@ -7,9 +8,11 @@ from .plots import plot_base2new, plot_fewshot
 from .reading import INCOMPLETE_MARK, label_of
 from .statistics import Stat
 
+
 def format_cell(cell, digits, style="text"):
+    """A cell as ``style`` ("text", "markdown" or "latex") writes it; names (which come from records) escaped."""
     if not isinstance(cell, Stat):
-        return escape_latex(cell) if style == "latex" else cell
+        return {"latex": escape_latex, "markdown": escape_markdown}.get(style, str)(cell)
     if cell.mean is None:
         return "-"
     text = f"{cell.mean:.{digits}f}"
@@ -20,8 +23,36 @@ def format_cell(cell, digits, style="text"):
     return text
 
 
+LINE_BREAKS = re.compile("[\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029]")  # what ends a line (str.splitlines)
+LATEX_SPECIAL = {"\\": r"\textbackslash{}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+                 **{c: "\\" + c for c in "&%$#_{}"}}
+
+
+def one_line(text):
+    """The text with each line break a space: a name cannot end a comment, a table row or a list item."""
+    return LINE_BREAKS.sub(" ", str(text))
+
+
 def escape_latex(text):
-    return re.sub(r"([&%$#_{}])", r"\\\1", str(text))
+    """Text as LaTeX typesets it: every special character escaped, line breaks and control characters spaces."""
+    text = re.sub(r"[\x00-\x1f\x7f]", " ", one_line(text))
+    return re.sub(r"[\\&%$#_{}~^]", lambda match: LATEX_SPECIAL[match.group()], text)
+
+
+def escape_markdown(text):
+    """Text for a markdown table cell or list item: ``|`` and ``\\`` escaped, ``< > &`` as HTML entities (no raw
+    HTML), line breaks spaces."""
+    return html.escape(one_line(text).replace("\\", "\\\\"), quote=False).replace("|", "\\|")
+
+
+def code_span(text):
+    """A markdown code span of the text (on one line) that none of its backticks can close."""
+    text = one_line(text)
+    longest = max((len(run) for run in re.findall("`+", text)), default=0)
+    if not longest:
+        return f"`{text}`"
+    fence = "`" * (longest + 1)
+    return f"{fence} {text} {fence}"
 
 
 def blank_repeats(rows):
@@ -39,11 +70,11 @@ def rendered_rows(table, digits, style):
     return blank_repeats(rows) if table.header[0] == "Dataset" else rows
 
 
-def tabulated(table, digits, tablefmt):
+def tabulated(table, digits, tablefmt, style="text"):
     from tabulate import tabulate
 
-    return tabulate(rendered_rows(table, digits, "text"), headers=table.header, tablefmt=tablefmt,
-                    disable_numparse=True)
+    header = [format_cell(h, digits, style) for h in table.header]
+    return tabulate(rendered_rows(table, digits, style), headers=header, tablefmt=tablefmt, disable_numparse=True)
 
 
 def to_text(table, digits=2):
@@ -52,11 +83,12 @@ def to_text(table, digits=2):
 
 
 def to_markdown(table, digits=2):
-    body = tabulated(table, digits, "github")
-    notes = [f"- {note}" for note in table.notes]
-    missing = [f"- {m.method}, {label_of(m.dataset)}: {m.what}, seeds {', '.join(map(str, m.seeds))}"
-               + (f" (`{m.command}`)" if m.command else "") for m in table.missing]
-    text = [f"### {table.title}", "", body, ""]
+    body = tabulated(table, digits, "github", "markdown")
+    notes = [f"- {escape_markdown(note)}" for note in table.notes]
+    missing = [f"- {escape_markdown(m.method)}, {escape_markdown(label_of(m.dataset))}: {escape_markdown(m.what)}, "
+               f"seeds {', '.join(map(str, m.seeds))}" + (f" ({code_span(m.command)})" if m.command else "")
+               for m in table.missing]
+    text = [f"### {escape_markdown(table.title)}", "", body, ""]
     if notes:
         text += notes + [""]
     if missing:
@@ -67,7 +99,7 @@ def to_markdown(table, digits=2):
 def to_latex(table, digits=2):
     columns = "ll" if table.header[0] == "Dataset" else "l"
     columns += "c" * (len(table.header) - len(columns))
-    lines = [f"% {table.title}", f"\\begin{{tabular}}{{{columns}}}", "\\toprule",
+    lines = [f"% {one_line(table.title)}", f"\\begin{{tabular}}{{{columns}}}", "\\toprule",
              " & ".join(escape_latex(h) for h in table.header) + r" \\", "\\midrule"]
     previous = None
     for row in rendered_rows(table, digits, "latex"):
@@ -76,8 +108,8 @@ def to_latex(table, digits=2):
         previous = row[0] or previous
         lines.append(" & ".join(row) + r" \\")
     lines += ["\\bottomrule", "\\end{tabular}"]
-    lines += [f"% {note}" for note in table.notes]
-    lines += [f"% missing: {m.method}, {label_of(m.dataset)}: {m.what}, seeds {', '.join(map(str, m.seeds))}"
+    lines += [f"% {one_line(note)}" for note in table.notes]  # in a comment, only a line break is live
+    lines += [one_line(f"% missing: {m.method}, {label_of(m.dataset)}: {m.what}, seeds {', '.join(map(str, m.seeds))}")
               for m in table.missing]
     return "\n".join(lines) + "\n"
 
