@@ -214,6 +214,14 @@ def setup_log(output_dir):
         log_file.reconfigure(line_buffering=True)
 
 
+def check_one_device(trainer, name):
+    """A run uses one device: a trainer that wrapped its model in DataParallel (Dassl's SimpleTrainer does when
+    several GPUs are visible) is refused, since it breaks prompt learners."""
+    if isinstance(getattr(trainer, "model", None), torch.nn.DataParallel):
+        raise ConfigError(f"{name} wrapped its model in DataParallel, which breaks prompt learners: a run uses one "
+                          "device; run several runs at once instead (scripts/launch.py --gpus 0,1,...).")
+
+
 def main(args):
     cfg = setup_cfg(args)
     check_output_dir(cfg.OUTPUT_DIR)
@@ -225,6 +233,8 @@ def main(args):
     setup_log(cfg.OUTPUT_DIR)
     if torch.cuda.is_available() and cfg.USE_CUDA:
         torch.backends.cudnn.benchmark = True
+        # One device per run (a launcher gives each run its GPU through CUDA_VISIBLE_DEVICES).
+        print(f"Device: cuda:0 ({torch.cuda.get_device_name(0)}), one of {torch.cuda.device_count()} visible")
     print("** Arguments **")
     for key in sorted(vars(args)):
         print(f"{key}: {getattr(args, key)}")
@@ -234,6 +244,7 @@ def main(args):
         print(f"** System info **\n{collect_env_info()}\n")
 
     trainer = build_trainer(cfg)
+    check_one_device(trainer, cfg.TRAINER.NAME)
     if args.eval_only:
         trainer.load_model(args.model_dir, epoch=args.load_epoch)
         trainer.test()

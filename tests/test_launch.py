@@ -162,3 +162,21 @@ def test_slurm_backend_runs_the_protocol_as_jobs_with_dependencies(world, slurm)
         assert os.path.isfile(os.path.join(world["OUTPUT"], "base2new", phase, common, "results.json"))
     again = launch_command(["base2new", "CoOp", "--backend", "slurm", "--wait", *QUICK], env)
     assert again.returncode == 0 and "submitted" not in again.stdout  # finished runs are not submitted again
+
+
+@pytest.mark.integration
+def test_a_trainer_that_wraps_its_model_in_data_parallel_is_refused():
+    import torch
+
+    import train
+    from trainers.config import ConfigError
+
+    class Wrapped:
+        model = torch.nn.DataParallel(torch.nn.Linear(2, 2))
+
+    class Plain:
+        model = torch.nn.Linear(2, 2)
+
+    train.check_one_device(Plain(), "CoOp")
+    with pytest.raises(ConfigError, match="Mine wrapped its model in DataParallel.*one device"):
+        train.check_one_device(Wrapped(), "Mine")
