@@ -49,9 +49,10 @@ def reference_logits(model, ctx, classnames, images, position):
 
 @pytest.mark.parametrize("position", ["end", "middle", "front"])
 @pytest.mark.parametrize("csc", [False, True])
-def test_logits_loss_and_gradient_equal_reference(position, csc):
+@pytest.mark.parametrize("n_ctx", [4, 5])  # 5: the middle position splits an odd context 2 / 3, as CoOp's code does
+def test_logits_loss_and_gradient_equal_reference(position, csc, n_ctx):
     model_clip = tiny_clip()
-    coop = CoOpCLIP(model_clip, CLASSNAMES, n_ctx=4, csc=csc, position=position)
+    coop = CoOpCLIP(model_clip, CLASSNAMES, n_ctx=n_ctx, csc=csc, position=position)
     images = torch.randn(3, 3, 32, 32)
     labels = torch.tensor([0, 2, 3])
 

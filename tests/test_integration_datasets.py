@@ -151,3 +151,19 @@ def test_imagenet_variants_are_test_only_folder_datasets(tmp_path):
     (v2 / "classnames.txt").write_text("n01 goldfish\nn02 great white shark\nn03 tiger shark\n")
     data = build(cfg_for(tmp_path, "ImageNetV2"))
     assert [(d.label, d.classname) for d in data.test] == [(0, "goldfish"), (1, "great white shark"), (2, "tiger shark")]
+
+
+def test_the_fewshot_cache_is_rebuilt_when_the_split_file_changes(tmp_path):
+    """A cache keyed without the split file would hand back shots that the new split no longer has."""
+    make_split_dataset(str(tmp_path), per_split=(6, 2, 4))
+    before = triples(build(cfg_for(tmp_path, shots=2, seed=1)).train_x)
+    split_path = tmp_path / "oxford_pets" / "split_zhou_OxfordPets.json"
+    split = json.loads(split_path.read_text())
+    chosen = {impath for impath, _, _ in before}
+    # The images drawn before leave the train split (they become validation images): the split file changes.
+    moved = [entry for entry in split["train"] if str(tmp_path / "oxford_pets" / "images" / entry[0]) in chosen]
+    split["train"] = [entry for entry in split["train"] if entry not in moved]
+    split["val"] += moved
+    split_path.write_text(json.dumps(split))
+    after = triples(build(cfg_for(tmp_path, shots=2, seed=1)).train_x)
+    assert len(after) == len(before) and not chosen & {impath for impath, _, _ in after}
