@@ -45,9 +45,13 @@ def acquire(output_dir):
     path = lock_path(output_dir)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     handle = open(path, "a+")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+    for attempt in range(20):  # a status check holds a shared lock for an instant: only a lasting holder counts
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            time.sleep(0.05)
+    else:
         holder = read_holder(path)
         handle.close()
         raise RunLocked(f"{output_dir} is being written by {describe(holder)}; this process leaves it alone. "
