@@ -116,3 +116,31 @@ def test_user_errors_end_with_a_message_not_a_traceback(tmp_path):
         result = run_train(args, check=False)
         assert result.returncode == 2, result.stderr[-2000:]
         assert "Traceback" not in result.stderr and expected in result.stderr
+
+
+@pytest.mark.parametrize("trainer, config", [("KgCoOp", "configs/trainers/KgCoOp/vit_b16_ep100_ctxv1.yaml"),
+                                             ("IVLP", "configs/trainers/IVLP/vit_b16_c2_ep20_batch4_4+4ctx.yaml"),
+                                             ("PromptSRC", "configs/trainers/PromptSRC/vit_b16_c2_ep20_batch4_4+4ctx.yaml")])
+def test_the_new_baselines_resume_to_the_uninterrupted_result(tmp_path, trainer, config):
+    """Train 3 epochs; then keep what a run killed during epoch 3 leaves and run the same command: the record (and,
+    for PromptSRC, the Gaussian average over the epochs) equals the uninterrupted run's."""
+    root, clip_file = pets_setup(tmp_path)
+    full = tmp_path / "full"
+    depth = [f"TRAINER.{trainer.upper()}.PROMPT_DEPTH_TEXT", "2", f"TRAINER.{trainer.upper()}.PROMPT_DEPTH_VISION",
+             "2"] if trainer != "KgCoOp" else []
+    gpa = ["TRAINER.PROMPTSRC.GPA_MEAN", "2.0", "TRAINER.PROMPTSRC.GPA_STD", "1.0"] if trainer == "PromptSRC" else []
+    args = train_args(root, full, trainer, config) + tiny_overrides(clip_file, epochs=3) + [
+        "TRAIN.CHECKPOINT_FREQ", "1", "TRAIN.KEEP_CHECKPOINTS", "0", *depth, *gpa]
+    run_train(args)
+    stopped = tmp_path / "stopped"
+    shutil.copytree(full, stopped)
+    for path in [stopped / "prompt_learner/model.pth.tar-3", stopped / "results.json", *stopped.glob("log.txt*")]:
+        path.unlink()
+    (stopped / "prompt_learner/checkpoint").write_text("model.pth.tar-2\n")
+    run_train([a if a != full else stopped for a in args])
+    assert "Resumed from" in "".join(p.read_text() for p in stopped.glob("log.txt*"))
+    volatile = {"train_time_s", "eval_time_s", "created", "output_dir", "model_dir", "training"}
+    resumed, uninterrupted = record(stopped), record(full)
+    assert {k: v for k, v in resumed.items() if k not in volatile} == {
+        k: v for k, v in uninterrupted.items() if k not in volatile}
+    assert resumed["trainer"] == trainer and resumed["epoch"] == 3
