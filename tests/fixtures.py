@@ -140,3 +140,14 @@ def assert_gradients_close(actual, expected, rtol=1e-4, scale_tol=1e-5):
         tolerance = scale_tol * float(value.abs().max()) + 1e-12
         torch.testing.assert_close(actual[name], value, rtol=rtol, atol=tolerance,
                                    msg=lambda message, name=name: f"gradient of {name}: {message}")
+
+
+def flat(node, prefix=""):
+    """``{"A.B.C": value}`` of a nested config (dicts or yacs nodes, which are dicts)."""
+    out = {}
+    for key, value in node.items():
+        if isinstance(value, dict):
+            out.update(flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out

@@ -5,6 +5,7 @@ import os
 
 import pytest
 import yaml
+from fixtures import flat
 from yacs.config import CfgNode as CN
 
 from trainers.config import load_yaml_with_bases
@@ -46,16 +47,6 @@ NOT_ABLATED = {"N_CTX", "CTX_INIT", "CSC", "CLASS_TOKEN_POSITION", "VIS_ESTIMATO
 
 def load(path):
     return CN(load_yaml_with_bases(path))
-
-
-def flat(node, prefix=""):
-    out = {}
-    for key, value in node.items():
-        if isinstance(value, CN):
-            out.update(flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 def options_of(cfg):

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from fixtures import REPO, assert_gradients_close, run_script, tiny_clip
+from fixtures import REPO, assert_gradients_close, flat, run_script, tiny_clip
 
 from trainers import registry
 from trainers.aggregation import GaussianPromptAggregation, gpa_weights
@@ -456,16 +456,6 @@ def test_what_a_checkpoint_holds_is_the_learned_prompts_and_the_gpa_sum(tiny):
 
 
 # --------------------------------------------------------------------------------- configs, registry, benchmark
-def flat(node, prefix=""):
-    out = {}
-    for key, value in node.items():
-        if isinstance(value, dict):
-            out.update(flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
 COMMON = {  # every official IVLP / PromptSRC config (muzairkhattak/PromptSRC, configs/trainers/{IVLP,PromptSRC}/)
     "DATALOADER.TRAIN_X.BATCH_SIZE": 4, "DATALOADER.TEST.BATCH_SIZE": 100, "DATALOADER.NUM_WORKERS": 8,
     "INPUT.SIZE": "(224, 224)", "INPUT.INTERPOLATION": "bicubic",

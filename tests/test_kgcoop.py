@@ -7,7 +7,7 @@ import os
 import pytest
 import torch
 import torch.nn.functional as F
-from fixtures import REPO, run_script
+from fixtures import REPO, flat, run_script
 
 from trainers import registry
 from trainers.clip_loader import random_clip
@@ -73,16 +73,6 @@ def set_context(*models, seed=1):
     with torch.no_grad():
         for model in models:
             model.prompt_learner.ctx.add_(noise)
-
-
-def flat(node, prefix=""):
-    out = {}
-    for key, value in node.items():
-        if isinstance(value, dict):
-            out.update(flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 # ----- the official formulation, with CLIP's own modules -----
