@@ -127,8 +127,8 @@ def test_the_path_finder_sees_what_it_should(tmp_path):
     """The extraction rules themselves, on a small sample."""
     sample = tmp_path / "sample.md"
     sample.write_text(
-        "See [a](docs/x.md#part), [b](https://example.org), [c](#here) and `trainers/registry.py`,\n"
+        "See [a](elsewhere/page.html#part), [b](https://example.org), [c](#here) and `trainers/registry.py`,\n"
         "`scripts/xd_test.sh imagenet_a SEED`, `trainers/<name>_model.py`, `configs/*.yaml`, `OUTPUT`.\n"
         "```\n[d](nowhere.md) `trainers/nowhere.py`\n```\n", encoding="utf-8")
-    assert [target for _, target in relative_links(str(sample))] == ["docs/x.md"]
+    assert [target for _, target in relative_links(str(sample))] == ["elsewhere/page.html"]
     assert [target for _, target in backticked_paths(str(sample))] == ["trainers/registry.py", "scripts/xd_test.sh"]
