@@ -17,6 +17,8 @@ Local backend: ``--gpus 0,1`` runs one run per listed GPU at a time (``CUDA_VISI
 at a time on the CPU with the cores shared out between them (``OMP_NUM_THREADS``, unless set). SLURM backend: one job
 per run through submitit, dependencies as ``afterok`` dependencies, and a run killed by its time limit or by
 preemption requeued to resume from its last checkpoint. The logs are in ``$OUTPUT/launch/<protocol>/logs/``.
+The suite (``scripts/suite.py``) and the sweep (``scripts/sweep.py``) run their runs through ``execute`` and take the
+same backend options.
 """
 import argparse
 import concurrent.futures
@@ -56,8 +58,13 @@ class Run:
     env: dict = field(default_factory=dict)  # extra environment (SHOTS for few-shot runs)
     needs: list = field(default_factory=list)  # names of the runs that must finish first
     dir: str = ""  # its output folder, as the script computes it
+    opts: list = field(default_factory=list)  # overrides of this run alone, after the launch's own
+    trainer: str = ""
+    dataset: str = ""  # "" for a cross-dataset source run
+    seed: str = ""
 
     def command(self, opts):
+        opts = [*opts, *self.opts]
         return ["bash", f"scripts/{self.script}", *self.args, *(["--", *opts] if opts else [])]
 
 
@@ -71,26 +78,29 @@ def expand(protocol, trainers, config, env):
         if protocol == "base2new":
             for dataset in env.get("DATASETS", " ".join(BENCHMARK_DATASETS)).split():
                 for seed in seeds:
-                    train = Run(f"{trainer}.train_base.{dataset}.seed{seed}", "base2new_train.sh", [dataset, seed, *tail])
+                    cell = {"trainer": trainer, "dataset": dataset, "seed": seed}
+                    train = Run(f"{trainer}.train_base.{dataset}.seed{seed}", "base2new_train.sh", [dataset, seed, *tail],
+                                **cell)
                     runs += [train, Run(f"{trainer}.test_new.{dataset}.seed{seed}", "base2new_test.sh",
-                                        [dataset, seed, *tail], needs=[train.name])]
+                                        [dataset, seed, *tail], needs=[train.name], **cell)]
         elif protocol in ("xd", "dg"):
             source = env.get("XD_SOURCE", "imagenet")
             if source not in XD_TARGETS:
                 raise LaunchError(f"XD_SOURCE must be imagenet or world; got {source!r}")
             default = XD_TARGETS[source] if protocol == "xd" else DG_TARGETS[source]
             for seed in seeds:
-                train = Run(f"{trainer}.xd_source.seed{seed}", "xd_train.sh", [seed, *tail])
+                train = Run(f"{trainer}.xd_source.seed{seed}", "xd_train.sh", [seed, *tail], trainer=trainer, seed=seed)
                 runs.append(train)
                 for dataset in env.get("DATASETS", " ".join(default)).split():
                     runs.append(Run(f"{trainer}.xd_target.{dataset}.seed{seed}", "xd_test.sh", [dataset, seed, *tail],
-                                    needs=[train.name]))
+                                    needs=[train.name], trainer=trainer, dataset=dataset, seed=seed))
         elif protocol == "fewshot":
             for dataset in env.get("DATASETS", " ".join(BENCHMARK_DATASETS)).split():
                 for shots in env.get("SHOTS_LIST", "1 2 4 8 16").split():
                     for seed in seeds:
                         runs.append(Run(f"{trainer}.fewshot.{dataset}.{shots}shots.seed{seed}", "fewshot_train.sh",
-                                        [dataset, seed, *tail], env={"SHOTS": shots}))
+                                        [dataset, seed, *tail], env={"SHOTS": shots}, trainer=trainer, dataset=dataset,
+                                        seed=seed))
         else:
             raise LaunchError(f"unknown protocol {protocol!r}: choose from {', '.join(PROTOCOLS)}")
     return runs
@@ -181,13 +191,15 @@ def worker_slots(args):
     if args.gpus:
         return [{"CUDA_VISIBLE_DEVICES": gpu} for gpu in args.gpus.split(",")]
     workers = max(1, args.workers)
-    slots = [{} for _ in range(workers)]
-    if workers > 1 and "OMP_NUM_THREADS" not in os.environ:
-        # several torch processes that each use every core slow each other down many times over (spin-waiting)
-        threads = str(max(1, (os.cpu_count() or 1) // workers))
-        for slot in slots:
-            slot.update({"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads})
-    return slots
+    return [threads_env(max(1, (os.cpu_count() or 1) // workers)) if workers > 1 else {} for _ in range(workers)]
+
+
+def threads_env(threads):
+    """The threads one run may use, unless the user chose them: several torch processes that each use every core
+    slow each other down many times over (spin-waiting)."""
+    if "OMP_NUM_THREADS" in os.environ:
+        return {}
+    return {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
 
 
 def run_local(runs, opts, env, ledger, args):
@@ -280,7 +292,9 @@ def run_slurm(runs, opts, env, ledger, args):
         waits = [jobs[name].job_id for name in run.needs if name in jobs]
         extra = {"dependency": "afterok:" + ":".join(waits), "kill-on-invalid-dep": "yes"} if waits else {}
         executor.update_parameters(name=run.name, slurm_additional_parameters=extra, **base)
-        jobs[run.name] = executor.submit(ScriptJob(run.command(opts), {**env, **run.env}))
+        # a job may see every core of its node (no CPU binding): it uses the CPUs it asked for
+        jobs[run.name] = executor.submit(ScriptJob(run.command(opts), {**env, **run.env,
+                                                                       **threads_env(args.cpus_per_run)}))
         print(f"submitted {run.name}: job {jobs[run.name].job_id}{' after ' + ','.join(waits) if waits else ''}")
     with open(os.path.join(ledger.folder, "slurm_jobs.json"), "w") as handle:
         json.dump({name: job.job_id for name, job in jobs.items()}, handle, indent=2)
@@ -302,25 +316,43 @@ def run_slurm(runs, opts, env, ledger, args):
     return states, failures
 
 
+def execute(runs, opts, env, ledger, args):
+    """Run ``runs`` (their folders resolved) on the backend ``args`` names: ``(states by name, failed runs)``."""
+    if args.gpus and args.workers != 1:
+        raise LaunchError("--gpus runs one run per GPU; --workers is for the CPU")
+    if args.workers < 1:
+        raise LaunchError(f"--workers must be 1 or more; got {args.workers}")
+    backend = run_local if args.backend == "local" else run_slurm
+    return backend(runs, opts, env, ledger, args)
+
+
 # ----------------------------------------------------------------------------------------------- command line
-def build_parser():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("protocol", choices=PROTOCOLS)
-    parser.add_argument("trainer", nargs="?", default="", help="default: $TRAINER or DualMIPrompt")
-    parser.add_argument("config", nargs="?", default="", help="default: $CONFIG or each run's default")
-    parser.add_argument("--trainers", nargs="+", help="several trainers (instead of TRAINER)")
+def add_backend_arguments(parser, slurm_wait_option=True):
+    """The options that choose where runs execute; shared by this launcher, the suite and the sweep."""
     parser.add_argument("--backend", choices=("local", "slurm"), default="local")
     parser.add_argument("--gpus", default="", help="local: the GPUs to use, one run on each at a time, e.g. 0,1,2,3")
     parser.add_argument("--workers", type=int, default=1, help="local without --gpus: runs at a time")
-    parser.add_argument("--status", action="store_true", help="print each run's state and exit")
-    parser.add_argument("--dry-run", action="store_true", help="print the runs and their commands, run nothing")
     slurm = parser.add_argument_group("slurm backend")
     slurm.add_argument("--partition", default="")
     slurm.add_argument("--time", type=int, default=240, help="minutes per run (a run past it is requeued)")
     slurm.add_argument("--gpus-per-run", type=int, default=0)
     slurm.add_argument("--cpus-per-run", type=int, default=4)
     slurm.add_argument("--mem-gb", type=int, default=16)
-    slurm.add_argument("--wait", action="store_true", help="wait for every job and report the failed ones")
+    if slurm_wait_option:
+        slurm.add_argument("--wait", action="store_true", help="wait for every job and report the failed ones")
+    else:
+        parser.set_defaults(wait=True)  # a caller that reads the records afterwards always waits for its jobs
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("protocol", choices=PROTOCOLS)
+    parser.add_argument("trainer", nargs="?", default="", help="default: $TRAINER or DualMIPrompt")
+    parser.add_argument("config", nargs="?", default="", help="default: $CONFIG or each run's default")
+    parser.add_argument("--trainers", nargs="+", help="several trainers (instead of TRAINER)")
+    parser.add_argument("--status", action="store_true", help="print each run's state and exit")
+    parser.add_argument("--dry-run", action="store_true", help="print the runs and their commands, run nothing")
+    add_backend_arguments(parser)
     return parser
 
 
@@ -337,8 +369,6 @@ def main(argv=None):
             raise LaunchError("give TRAINER or --trainers, not both")
         if len(opts) % 2:
             raise LaunchError(f"overrides come in KEY VALUE pairs after --; got {' '.join(opts)}")
-        if args.gpus and args.workers != 1:
-            raise LaunchError("--gpus runs one run per GPU; --workers is for the CPU")
         runs = expand(args.protocol, trainers, args.config or env.get("CONFIG", ""), env)
         resolve_dirs(runs, opts, env)
     except LaunchError as err:
@@ -355,8 +385,7 @@ def main(argv=None):
                   f"{needs}")
         return 0
     try:
-        backend = run_local if args.backend == "local" else run_slurm
-        states, failures = backend(runs, opts, env, ledger, args)
+        states, failures = execute(runs, opts, env, ledger, args)
     except LaunchError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -5,10 +5,13 @@ the statistics that say whether one method beats another.
     python3 scripts/suite.py --quick                           # one seed, two datasets: a first look
     python3 scripts/suite.py --trainers CoOp DualMIPrompt --seeds 1 2 3 -- TRAINER.DUALMIPROMPT.N_CTX 8
     python3 scripts/suite.py --image-seed 1                    # the same classes rendered with other images
+    python3 scripts/suite.py --workers 2                       # two runs at a time (--backend slurm: as SLURM jobs)
 
 For every dataset, trainer and seed it runs ``scripts/base2new_train.sh`` and ``scripts/base2new_test.sh`` with the
-trainer's ``world`` config (the scripts skip a finished run, so an interrupted suite continues where it stopped; a
-failed run is named with its log and the suite goes on), then reads the runs' ``results.json`` records and prints:
+trainer's ``world`` config through the launcher (``scripts/launch.py``: a finished run is skipped, so an interrupted
+suite continues where it stopped; a failed run is named with its log and the suite goes on), one run at a time, or
+``--workers N`` at a time on the CPU, one per GPU with ``--gpus 0,1``, or as SLURM jobs with ``--backend slurm`` (and
+the launcher's SLURM options); then it reads the runs' ``results.json`` records and prints:
 
 - per dataset and on average over the datasets: base / new accuracy, mean ± standard deviation over the seeds
   (population form, as the tables tool), and HM of the mean base and mean new accuracies (as the papers);
@@ -43,6 +46,8 @@ sys.path.insert(0, REPO)
 sys.path.insert(0, HERE)
 
 
+import launch  # noqa: E402
+
 from datasets.world.catalog import CATALOG, SUITE  # noqa: E402
 from trainers import registry  # noqa: E402
 from trainers.results import statistics as stats  # noqa: E402
@@ -76,6 +81,7 @@ def build_parser():
                         help="render the datasets with this image seed (same classes, other images); default 0")
     parser.add_argument("--out", default="", help="folder for suite.md, suite.json and suite.png")
     parser.add_argument("--no-run", action="store_true", help="only build the tables from the runs already done")
+    launch.add_backend_arguments(parser, slurm_wait_option=False)
     parser.epilog = "After --: KEY VALUE config overrides passed to every run, as the protocol scripts take them."
     return parser
 
@@ -155,36 +161,33 @@ def read_accuracy(folder):
     return float(accuracy)
 
 
-def run_step(script, dataset, seed, trainer, opts, env, log_path, config=CONFIG):
-    with open(log_path, "a") as log:
-        command = ["bash", f"scripts/{script}", dataset, str(seed), trainer, config, "--", *opts]
-        log.write(f"$ {' '.join(command)}\n")
-        log.flush()
-        result = subprocess.run(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-    return result.returncode == 0
+def base2new_runs(trainers, datasets, seeds, config, output, opts=(), prefix=""):
+    """The launcher's runs for these cells, written under ``output``, with ``opts`` as their own overrides and
+    ``prefix`` before their names (several settings of a sweep run in one launch)."""
+    runs = launch.expand("base2new", trainers, config,
+                         {"DATASETS": " ".join(datasets), "SEEDS": " ".join(map(str, seeds))})
+    for run in runs:
+        run.name, run.needs = prefix + run.name, [prefix + name for name in run.needs]
+        run.env["OUTPUT"], run.opts = output, list(opts)
+    return runs
 
 
-def run_all(trainers, datasets, seeds, opts, output, shots, say=print, config=CONFIG, label=""):
-    """Every run of the suite (finished ones are skipped by the scripts): the list of failures, each naming its log.
-    ``config`` "" lets the scripts choose each trainer's default config; ``label`` prefixes the progress lines."""
-    env = {**os.environ, "OUTPUT": output}
-    log_dir = os.path.join(output, "base2new", "logs")
-    os.makedirs(log_dir, exist_ok=True)
-    failures = []
-    for dataset in datasets:
-        for trainer in trainers:
-            for seed in seeds:
-                log_path = os.path.join(log_dir, f"{dataset}_{trainer}_seed{seed}.log")
-                started = time.time()
-                ok = run_step("base2new_train.sh", dataset, seed, trainer, opts, env, log_path, config) and \
-                    run_step("base2new_test.sh", dataset, seed, trainer, opts, env, log_path, config)
-                base, new = (read_accuracy(d) for d in run_dirs(output, dataset, shots, trainer, seed, config))
-                took = f"[{time.time() - started:.0f} s]"
-                if not ok or base is None or new is None:
-                    failures.append({"dataset": dataset, "trainer": trainer, "seed": seed, "log": log_path})
-                    say(f"{label}{dataset} {trainer} seed {seed}: FAILED, see {log_path}  {took}")
-                else:
-                    say(f"{label}{dataset} {trainer} seed {seed}: base {base:.2f}, new {new:.2f}  {took}")
+def execute(runs, ledger_root, backend, say=print):
+    """Run ``runs`` through the launcher (``scripts/launch.py``) on the backend its options name (finished runs are
+    skipped, stopped ones resume): the list of failed cells, each naming its log."""
+    env = dict(os.environ)
+    launch.resolve_dirs(runs, [], env)
+    ledger = launch.Ledger(ledger_root, "base2new")
+    states, _ = launch.execute(runs, [], env, ledger, backend)
+    failures, seen = [], set()
+    for run in runs:  # a cell is one training run and its new-class test; the first that did not finish is named
+        cell = (run.env["OUTPUT"], run.trainer, run.dataset, run.seed)
+        if states[run.name] == "finished" or cell in seen:
+            continue
+        seen.add(cell)
+        why = "not run, another process is writing it" if states[run.name] in ("busy", "running") else "FAILED"
+        failures.append({"dataset": run.dataset, "trainer": run.trainer, "seed": int(run.seed), "log": ledger.log(run)})
+        say(f"{run.name}: {why}, see {ledger.log(run)}")
     return failures
 
 
@@ -377,7 +380,11 @@ def main(argv=None):
             if reason:
                 print(f"{trainer}: skipped, {reason}")
         trainers = [t for t in trainers if not missing[t]]
-        failures = run_all(trainers, datasets, seeds, opts, output, shots)
+        try:
+            failures = execute(base2new_runs(trainers, datasets, seeds, CONFIG, output, opts), output, args)
+        except launch.LaunchError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
     elapsed = time.time() - started
     numbers = summary(collect(output, shots, trainers, datasets, seeds), trainers, datasets, seeds)
     footer = (f"Suite: {', '.join(datasets)}; {shots} shots; seeds {' '.join(map(str, seeds))}; image seed "

@@ -18,9 +18,10 @@ suite is the default set of datasets.
 Each setting (one value per ``--grid`` key; the first value of each key should be the current default, so the first
 setting is the reference; or, with ``--try``, the config as it is, named ``default`` and taken as the reference,
 then each ``--try`` setting) keeps its runs under ``$OUTPUT/sweep/<trainer>/<setting>/fold<k>/``, so finished runs are
-skipped and an interrupted sweep continues. The table ranks the settings by mean HM over the (fold, seed, dataset)
-cells that every setting finished, with the paired difference to the reference setting and its 95% t interval over
-the same cells; it is written
+skipped and an interrupted sweep continues. All runs go through the launcher (``scripts/launch.py``) in one launch:
+``--workers N``, ``--gpus 0,1`` or ``--backend slurm`` run the settings and folds side by side.
+The table ranks the settings by mean HM over the (fold, seed, dataset) cells that every setting finished, with the
+paired difference to the reference setting and its 95% t interval over the same cells; it is written
 to ``sweep.md`` and ``sweep.json`` in ``$OUTPUT/sweep/<trainer>/`` (``--out`` to choose).
 """
 import argparse
@@ -92,6 +93,7 @@ def build_parser():
     parser.add_argument("--config", default="", help="the trainer config for every run (default: each dataset's)")
     parser.add_argument("--out", default="")
     parser.add_argument("--no-run", action="store_true", help="only rank the runs already there")
+    suite.launch.add_backend_arguments(parser, slurm_wait_option=False)
     parser.epilog = "After --: KEY VALUE config overrides for every run."
     return parser
 
@@ -180,19 +182,25 @@ def main(argv=None):
     if len(set(names)) != len(names):
         print("error: two settings are the same", file=sys.stderr)
         return 2
-    failures, results = [], {}
-    for setting, name in zip(combos, names):
-        results[name] = {}
-        setting_opts = [item for key, value in setting for item in (key, value)]
-        for fold in args.folds:
-            output = os.path.join(root, name, f"fold{fold}")
-            if not args.no_run:
-                failures += suite.run_all([args.trainer], args.datasets, args.seeds,
-                                          opts + setting_opts + ["DATASET.VAL_FOLD", str(fold),
-                                                                 "DATASET.VAL_FOLDS", str(args.val_folds)], output, shots,
-                                          config=args.config, label=f"[{name} fold {fold}] ")
-            found = suite.collect(output, shots, [args.trainer], args.datasets, args.seeds, config=args.config)
-            results[name][fold] = found.get(args.trainer, {})
+    folders = {(name, fold): os.path.join(root, name, f"fold{fold}") for name in names for fold in args.folds}
+    failures = []
+    if not args.no_run:  # every setting and fold in one launch, so that a pool or a cluster runs them side by side
+        runs = []
+        for setting, name in zip(combos, names):
+            setting_opts = [item for key, value in setting for item in (key, value)]
+            for fold in args.folds:
+                runs += suite.base2new_runs([args.trainer], args.datasets, args.seeds, args.config, folders[name, fold],
+                                            opts + setting_opts + ["DATASET.VAL_FOLD", str(fold),
+                                                                   "DATASET.VAL_FOLDS", str(args.val_folds)],
+                                            prefix=f"{name}.fold{fold}.")
+        try:
+            failures = suite.execute(runs, root, args)
+        except suite.launch.LaunchError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+    results = {name: {fold: suite.collect(folders[name, fold], shots, [args.trainer], args.datasets, args.seeds,
+                                          config=args.config).get(args.trainer, {}) for fold in args.folds}
+               for name in names}
     rows = rank(results, names, args.datasets, args.seeds, args.folds)
     elapsed = time.time() - started
     footer = (f"{args.trainer} on {', '.join(args.datasets)}; validation folds {' '.join(map(str, args.folds))} of "

@@ -80,19 +80,25 @@ def test_suite_command_end_to_end(world_env, tmp_path):
     (pair,) = numbers["pairs"]
     assert (pair["a"], pair["b"], pair["n"]) == ("CoOp", "ZeroshotCLIP", 2)
     assert (out / "suite.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    # Again, with one more dataset whose folder is not a generated dataset: finished runs are skipped, the
-    # broken one is named with its log, the exit status says so.
+    # Again, with one more dataset whose folder is not a generated dataset, through a pool of two workers: finished
+    # runs are not started again, the broken one is named with its log, the exit status says so.
+    finished = os.path.join(runs, "base2new/train_base/world_shapes/shots_2/CoOp/world/seed1/results.json")
+    written = os.stat(finished).st_mtime_ns
     os.makedirs(os.path.join(world_env["DATA"], "world_signs", "junk"))
-    again = run_command(command[:7] + ["world_signs"] + command[7:], env=env, check=False)
+    again = run_command(command[:7] + ["world_signs"] + command[7:-5] + ["--workers", "2"] + command[-5:], env=env,
+                        check=False)
     assert again.returncode == 1
-    assert again.stdout.count("Results exist") == 0  # the scripts' output goes to the logs
-    log = os.path.join(runs, "base2new", "logs", "world_shapes_CoOp_seed1.log")
-    assert open(log).read().count("finished run, skipped") == 2
-    assert "world_signs ZeroshotCLIP seed 1: FAILED, see" in again.stdout
-    failed_log = os.path.join(runs, "base2new", "logs", "world_signs_ZeroshotCLIP_seed1.log")
+    assert os.stat(finished).st_mtime_ns == written
+    logs = os.path.join(runs, "launch", "base2new", "logs")
+    assert open(os.path.join(logs, "CoOp.train_base.world_shapes.seed1.log")).read().count("=== ") == 1  # ran once
+    failed_log = os.path.join(logs, "ZeroshotCLIP.train_base.world_signs.seed1.log")
+    assert f"ZeroshotCLIP.train_base.world_signs.seed1: FAILED, see {failed_log}" in again.stdout
     assert "not a generated world dataset" in open(failed_log).read()
-    assert f"world_signs CoOp seed 1: see {os.path.join(runs, 'base2new', 'logs')}" in again.stderr
-    assert json.loads((out / "suite.json").read_text())["trainers"]["CoOp"]["datasets"]["world_shapes"]["seeds"] == [1]
+    assert f"world_signs CoOp seed 1: see {os.path.join(logs, 'CoOp.train_base.world_signs.seed1.log')}" in again.stderr
+    again_numbers = json.loads((out / "suite.json").read_text())
+    assert again_numbers["trainers"]["CoOp"]["datasets"]["world_shapes"]["seeds"] == [1]
+    assert [(f["dataset"], f["trainer"]) for f in again_numbers["failures"]] == [("world_signs", "ZeroshotCLIP"),
+                                                                                ("world_signs", "CoOp")]
 
 
 @pytest.mark.parametrize("name", ["world_shapes", "world_sketch"])
@@ -149,7 +155,8 @@ def test_sweep_end_to_end_on_validation_folds(world_env, tmp_path):
     env = {**world_env, "SHOTS": "2"}
     out = tmp_path / "sweep"
     run_command([sys.executable, "scripts/sweep.py", "CoOp", "--grid", "OPTIM.LR=0.01,0.02", "--datasets",
-                 "world_shapes", "--folds", "1", "2", "--out", str(out), "--", "OPTIM.MAX_EPOCH", "1", "OPTIM.WARMUP_EPOCH", "0"], env=env)
+                 "world_shapes", "--folds", "1", "2", "--out", str(out), "--workers", "2",
+                 "--", "OPTIM.MAX_EPOCH", "1", "OPTIM.WARMUP_EPOCH", "0"], env=env)
     from datasets.world import catalog
 
     numbers = json.loads((out / "sweep.json").read_text())

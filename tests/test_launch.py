@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import types
 
 import launch
 import pytest
@@ -46,6 +47,42 @@ def test_cpu_workers_share_the_cores_and_gpus_get_one_run_each(monkeypatch):
     assert launch.worker_slots(args) == [{"OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}] * 4
     args = launch.build_parser().parse_args(["base2new", "--gpus", "0,3"])
     assert launch.worker_slots(args) == [{"CUDA_VISIBLE_DEVICES": "0"}, {"CUDA_VISIBLE_DEVICES": "3"}]
+
+
+def test_a_user_choice_of_threads_wins_and_one_worker_keeps_every_core(monkeypatch):
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert launch.worker_slots(launch.build_parser().parse_args(["base2new"])) == [{}]
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert launch.worker_slots(launch.build_parser().parse_args(["base2new", "--workers", "2"])) == [{}, {}]
+
+
+def test_slurm_jobs_use_the_cpus_they_ask_for(monkeypatch, tmp_path):
+    """The localhost cluster binds no CPUs (``TaskPlugin=task/none``), nor do many clusters: a job's torch would
+    otherwise start one thread per core of the node."""
+    submitted = []
+
+    class Executor:
+        def __init__(self, folder, cluster):
+            pass
+
+        def update_parameters(self, **params):
+            self.params = params
+
+        def submit(self, job):
+            submitted.append((self.params, job))
+            return types.SimpleNamespace(job_id=str(len(submitted)))
+
+    monkeypatch.setitem(sys.modules, "submitit", types.SimpleNamespace(AutoExecutor=Executor))
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    args = launch.build_parser().parse_args(["base2new", "--backend", "slurm", "--cpus-per-run", "3"])
+    runs = launch.expand("base2new", ["CoOp"], "", {"DATASETS": "dtd", "SEEDS": "1"})
+    for run in runs:
+        run.dir = str(tmp_path / run.name)
+    launch.run_slurm(runs, [], {"DATA": "d"}, launch.Ledger(str(tmp_path), "base2new"), args)
+    assert [params["cpus_per_task"] for params, _ in submitted] == [3, 3]
+    assert [job.env for _, job in submitted] == [{"DATA": "d", "OMP_NUM_THREADS": "3", "MKL_NUM_THREADS": "3"}] * 2
+    assert submitted[1][0]["slurm_additional_parameters"] == {"dependency": "afterok:1", "kill-on-invalid-dep": "yes"}
 
 
 def test_a_requeued_slurm_job_runs_the_same_command_again():
