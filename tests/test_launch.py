@@ -57,6 +57,13 @@ def test_a_user_choice_of_threads_wins_and_one_worker_keeps_every_core(monkeypat
     assert launch.worker_slots(launch.build_parser().parse_args(["base2new", "--workers", "2"])) == [{}, {}]
 
 
+@pytest.mark.parametrize("argv, message", [(["--workers", "0"], "--workers must be 1 or more; got 0"),
+                                           (["--gpus", "0,1", "--workers", "2"], "--workers is for the CPU")])
+def test_a_pool_that_cannot_run_is_refused(argv, message):
+    with pytest.raises(launch.LaunchError, match=message):
+        launch.execute([], [], {}, None, launch.build_parser().parse_args(["base2new", *argv]))
+
+
 def test_slurm_jobs_use_the_cpus_they_ask_for(monkeypatch, tmp_path):
     """The localhost cluster binds no CPUs (``TaskPlugin=task/none``), nor do many clusters: a job's torch would
     otherwise start one thread per core of the node."""
