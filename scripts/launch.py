@@ -277,6 +277,11 @@ def run_slurm(runs, opts, env, ledger, args):
         import submitit
     except ImportError:
         raise LaunchError("the slurm backend needs submitit: pip install submitit") from None
+    if ScriptJob.__module__ != "__main__":
+        # The job's interpreter cannot import this script (scripts/ is no package): send the class itself.
+        import cloudpickle
+
+        cloudpickle.register_pickle_by_value(sys.modules[ScriptJob.__module__])
     executor = submitit.AutoExecutor(folder=os.path.join(ledger.folder, "slurm", "%j"), cluster="slurm")
     base = {"timeout_min": args.time, "cpus_per_task": args.cpus_per_run, "slurm_mem_gb": args.mem_gb}
     if args.partition:
@@ -300,20 +305,51 @@ def run_slurm(runs, opts, env, ledger, args):
         json.dump({name: job.job_id for name, job in jobs.items()}, handle, indent=2)
     failures = []
     if args.wait:
-        for name, job in jobs.items():
-            run = next(r for r in runs if r.name == name)
+        by_name = {run.name: run for run in runs}
+        for name, job, vanished in ended_jobs(jobs):
+            run = by_name[name]
             try:
+                if vanished:
+                    raise LaunchError(f"job {job.job_id} left the queue without a result: cancelled (a run it needs "
+                                      f"failed) or killed")
                 job.result()
                 states[name] = "finished"
-            except Exception as err:  # submitit raises for a failed or cancelled job; its message says which
+            except Exception as err:  # submitit raises for a failed job; its message says why
                 states[name] = "failed"
                 ledger.mark_failed(run, type(err).__name__)
-                with open(ledger.log(run), "a") as handle:  # the job's own output, then why submitit gave up
+                with open(ledger.log(run), "a") as handle:  # the job's own output, then why it ended
                     for stream in (job.stdout, job.stderr):
                         handle.write((stream() or "")[-20000:])
                     handle.write(f"\n{err}\n")
                 failures.append(run)
     return states, failures
+
+
+def queued_job_ids():
+    """The ids SLURM still lists (pending, running, requeued), or None when ``squeue`` cannot say."""
+    try:
+        listed = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return set(listed.stdout.split()) if listed.returncode == 0 else None
+
+
+def ended_jobs(jobs, poll_s=2.0):
+    """Yield ``(name, job, vanished)`` for each job as it ends: its result file exists (``vanished`` False), or
+    SLURM lists it no more and it left no result (``vanished`` True: cancelled because a job it depends on failed,
+    or killed). The queue is read with ``squeue``, not with submitit's ``sacct`` calls, which wait forever for a
+    cancelled job on a cluster that keeps no accounting (the localhost cluster of scripts/slurm_localhost.sh)."""
+    waiting = dict(jobs)
+    while waiting:
+        queued = queued_job_ids()
+        for name, job in list(waiting.items()):
+            if job.paths.result_pickle.exists():
+                yield name, waiting.pop(name), False
+            elif queued is not None and job.job_id not in queued:
+                # the result is written before the job leaves the queue: a second look settles a job that just ended
+                yield name, waiting.pop(name), not job.paths.result_pickle.exists()
+        if waiting:
+            time.sleep(poll_s)
 
 
 def execute(runs, opts, env, ledger, args):

@@ -282,6 +282,31 @@ def test_slurm_backend_runs_the_protocol_as_jobs_and_gives_the_sequential_record
 
 
 @pytest.mark.integration
+def test_the_suite_runs_as_slurm_jobs_and_a_failed_run_s_test_is_reported_not_awaited(world, sequential, slurm,
+                                                                                      tmp_path):
+    """Through scripts/suite.py the job class comes from an imported module, which the job's interpreter cannot
+    import unless the class travels by value; a training run that fails gets its new-class test cancelled by
+    SLURM, which leaves no result and, on a cluster without accounting, no state for submitit to read."""
+    pytest.importorskip("submitit")
+    env = {**world, "OUTPUT": world["OUTPUT"] + "_suite_slurm", "SLURM_CONF": slurm}
+    os.makedirs(os.path.join(world["DATA"], "world_signs", "junk"), exist_ok=True)  # not a generated dataset
+    result = subprocess.run([sys.executable, "scripts/suite.py", "--trainers", "CoOp", "--datasets", "world_shapes",
+                             "world_counts", "world_signs", "--seeds", "1", "2", "--out", str(tmp_path),
+                             "--backend", "slurm", "--cpus-per-run", "1", "--mem-gb", "1", "--time", "10", *QUICK],
+                            cwd=REPO, env=env, capture_output=True, text=True, timeout=1200)
+    assert result.returncode == 1, result.stdout + result.stderr
+    (runs,) = [os.path.join(env["OUTPUT"], name) for name in os.listdir(env["OUTPUT"]) if name.startswith("overrides_")]
+    assert records(runs) == sequential
+    logs = os.path.join(runs, "launch", "base2new", "logs")
+    for seed in (1, 2):
+        assert f"CoOp.train_base.world_signs.seed{seed}: FAILED, see {logs}" in result.stdout
+        assert "not a generated world dataset" in open(os.path.join(logs, f"CoOp.train_base.world_signs.seed{seed}.log")).read()
+        test_log = open(os.path.join(logs, f"CoOp.test_new.world_signs.seed{seed}.log")).read()
+        assert "left the queue without a result: cancelled (a run it needs failed) or killed" in test_log
+    assert json.loads((tmp_path / "suite.json").read_text())["trainers"]["CoOp"]["datasets"]["world_counts"]["seeds"] == [1, 2]
+
+
+@pytest.mark.integration
 def test_a_trainer_that_wraps_its_model_in_data_parallel_is_refused():
     import torch
 
