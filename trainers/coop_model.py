@@ -1,5 +1,4 @@
 """CoOp's model: frozen CLIP whose class weights come from learnable context prompts (no Dassl needed)."""
-import torch.nn.functional as F
 
 from .encoders import PromptedCLIP
 from .prompts import ContextPrompts
@@ -14,9 +13,7 @@ class CoOpCLIP(PromptedCLIP):
         self.prompt_learner = ContextPrompts(clip_model, classnames, n_ctx, ctx_init, csc, position)
 
     def class_weights(self):
-        learner = self.prompt_learner
-        features = self.encode_prompts(learner(), learner.eot_index, learner)
-        return F.normalize(features.float(), dim=-1)
+        return self.prompt_features()
 
     def class_specific_parameters(self):
         return ("prompt_learner.ctx",) if self.prompt_learner.csc else ()

@@ -150,9 +150,7 @@ class DualMIPromptCLIP(PromptedCLIP):
 
     # ----- the two views -----
     def soft_features(self):
-        learner = self.prompt_learner
-        features = self.encode_prompts(learner(), learner.eot_index, learner)
-        return F.normalize(features.float(), dim=-1)
+        return self.prompt_features()
 
     @property
     def uses_hand_crafted_view(self):

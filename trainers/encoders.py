@@ -244,6 +244,15 @@ class PromptedCLIP(nn.Module):
         """Normalised class weights ``[C, D]`` (for image-independent prompts)."""
         raise NotImplementedError
 
+    # Deep text prompts: ``(layer, x) -> x`` between the text blocks (MaPLe, IVLP); None for shallow prompts.
+    text_layer_hook = None
+
+    def prompt_features(self):
+        """Normalised features ``[C, D]`` of the class prompts of ``self.prompt_learner`` (a ``ContextPrompts``)."""
+        learner = self.prompt_learner
+        features = self.encode_prompts(learner(), learner.eot_index, learner, layer_hook=self.text_layer_hook)
+        return F.normalize(features.float(), dim=-1)
+
     def logits(self, image_features, weights):
         return self.logit_scale * image_features @ weights.t()
 

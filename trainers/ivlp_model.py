@@ -89,9 +89,7 @@ class IVLPCLIP(PromptedCLIP):
         return x
 
     def class_weights(self):
-        learner = self.prompt_learner
-        features = self.encode_prompts(learner(), learner.eot_index, learner, layer_hook=self.text_layer_hook)
-        return F.normalize(features.float(), dim=-1)
+        return self.prompt_features()
 
     def encode_image(self, images):
         features = encode_prompted_images(self.clip.visual, images, self.visual_ctx,
