@@ -282,6 +282,43 @@ def test_slurm_backend_runs_the_protocol_as_jobs_and_gives_the_sequential_record
 
 
 @pytest.mark.integration
+def test_a_requeued_slurm_job_resumes_its_run_from_the_last_checkpoint(world, slurm):
+    """``scontrol requeue`` does to a running job what preemption does: SLURM kills it and queues it again. The
+    job runs its script again, which resumes from the run's last checkpoint; its dependant waits for it."""
+    import glob
+    import time
+
+    pytest.importorskip("submitit")
+    env = {**world, "OUTPUT": world["OUTPUT"] + "_requeue", "SLURM_CONF": slurm, "DATASETS": "world_shapes",
+           "SEEDS": "3"}
+    submitted = launch_command(["base2new", "CoOp", "--backend", "slurm", "--cpus-per-run", "1", "--mem-gb", "1",
+                                "--time", "10", "--", "OPTIM.MAX_EPOCH", "100", "OPTIM.WARMUP_EPOCH", "0"], env)
+    assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+    jobs = json.load(open(os.path.join(env["OUTPUT"], "launch", "base2new", "slurm_jobs.json")))
+    train_job = jobs["CoOp.train_base.world_shapes.seed3"]
+    common = "world_shapes/shots_2/CoOp/world/seed3"
+    folder = os.path.join(env["OUTPUT"], "base2new/train_base", common)
+    pointer = os.path.join(folder, "prompt_learner", "checkpoint")  # names the newest checkpoint once there is one
+    deadline = time.time() + 300
+    while not os.path.exists(pointer):
+        assert time.time() < deadline, "the training job wrote no checkpoint in 300 s"
+        time.sleep(0.05)
+    requeued = subprocess.run(["scontrol", "requeue", train_job], env=env, capture_output=True, text=True)
+    assert requeued.returncode == 0, requeued.stderr
+    result = os.path.join(env["OUTPUT"], "base2new/test_new", common, "results.json")
+    deadline = time.time() + 600
+    while not os.path.exists(result):
+        assert time.time() < deadline, "the requeued run and its test did not finish in 600 s"
+        time.sleep(1)
+    shown = subprocess.run(["scontrol", "show", "job", train_job], env=env, capture_output=True, text=True).stdout
+    assert "Restarts=1" in shown
+    logs = "".join(open(path).read() for path in glob.glob(os.path.join(folder, "log.txt*")))  # Dassl: one per run
+    assert "Resumed from" in logs and "model.pth.tar-" in logs
+    assert json.load(open(os.path.join(folder, "results.json")))["epoch"] == 100
+    assert json.load(open(result))["model_dir"] == folder
+
+
+@pytest.mark.integration
 def test_the_suite_runs_as_slurm_jobs_and_a_failed_run_s_test_is_reported_not_awaited(world, sequential, slurm,
                                                                                       tmp_path):
     """Through scripts/suite.py the job class comes from an imported module, which the job's interpreter cannot
