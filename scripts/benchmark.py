@@ -37,7 +37,15 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from trainers import registry  # noqa: E402  (the models only: no Dassl)
-from trainers.clip_loader import PRECISIONS, cast_frozen_weights, precision_autocast, random_clip, weights_dtype  # noqa: E402
+from trainers.clip_loader import (  # noqa: E402
+    PRECISIONS,
+    backward_and_step,
+    cast_frozen_weights,
+    grad_scaler,
+    precision_autocast,
+    random_clip,
+    weights_dtype,
+)
 
 # The classes of a benchmark: real-looking names of 1 to 4 words, so that prompt lengths are realistic.
 WORDS = ("red", "small", "great", "white", "spotted", "north", "common", "desert", "golden", "sea",
@@ -133,21 +141,14 @@ def matmul_rate(prec, device, size, repeats=5):
 # ----- the measurements -----
 def make_optimizer(model, prec, device):
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-3, momentum=0.9)
-    scaler = torch.amp.GradScaler("cuda") if prec == "amp" else None
-    return optimizer, scaler
+    return optimizer, grad_scaler(prec)
 
 
 def train_step(model, optimizer, scaler, images, labels, prec, device):
     optimizer.zero_grad()
     with autocast(prec, device):
         loss, _, _ = model.training_loss(images, labels)
-    if scaler is None:
-        loss.backward()
-        optimizer.step()
-    else:
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
+    backward_and_step(loss, optimizer, scaler)
 
 
 def time_steps(models, images, labels, steps, warmup, prec, device):

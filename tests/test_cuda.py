@@ -31,7 +31,9 @@ import torch
 from trainers import registry
 from trainers.clip_loader import (
     PRECISIONS,
+    backward_and_step,
     cast_frozen_weights,
+    grad_scaler,
     precision_autocast,
     random_clip,
     resolve_precision,
@@ -132,7 +134,7 @@ def train(model, images, labels, prec, steps):
     """SGD steps as ``PromptTrainer.optimize`` takes them; returns the losses and the GradScaler's last scale."""
     params = list(learned(model).values())
     optimizer = torch.optim.SGD(params, lr=LR, momentum=0.9)
-    scaler = torch.amp.GradScaler("cuda") if prec == "amp" else None
+    scaler = grad_scaler(prec)
     model.train()
     losses = []
     for step in range(steps):
@@ -144,13 +146,7 @@ def train(model, images, labels, prec, steps):
         assert math.isfinite(losses[-1]), f"{prec}: loss {losses[-1]} at step {step + 1}"
         for name, value in extra.items():
             assert math.isfinite(float(value)), f"{prec}: {name} = {float(value)} at step {step + 1}"
-        if scaler is None:
-            loss.backward()
-            optimizer.step()
-        else:
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
+        backward_and_step(loss, optimizer, scaler)
         for name, p in learned(model).items():
             assert p.dtype == torch.float32, f"{prec}: learned {name} became {p.dtype}"
             assert p.grad is None or p.grad.dtype == torch.float32, f"{prec}: gradient of {name} is {p.grad.dtype}"

@@ -18,7 +18,7 @@ from tqdm import tqdm
 from common.images import ImageReadError  # noqa: F401  (re-exported for train.py)
 
 from .checkpoints import CheckpointError, CheckpointMethods  # noqa: F401  (CheckpointError: re-exported)
-from .clip_loader import PRECISIONS, load_frozen_clip, precision_autocast, resolve_precision
+from .clip_loader import PRECISIONS, backward_and_step, grad_scaler, load_frozen_clip, precision_autocast, resolve_precision
 from .data import build_data_manager
 from .records import build_record, write_record
 from .schedule import build_lr_schedule
@@ -75,7 +75,7 @@ class PromptTrainer(CheckpointMethods, TrainerX):
         self.optim = build_optimizer(list(learned.values()), cfg.OPTIM) if learned else None
         self.sched = build_lr_schedule(self.optim, cfg.OPTIM) if learned else None
         self.register_model(self.MODEL_NAME, self.model, self.optim, self.sched)
-        self.scaler = torch.amp.GradScaler("cuda") if self.precision == "amp" else None
+        self.scaler = grad_scaler(self.precision)
 
     def learned_parameters(self):
         return {name: p for name, p in self.model.named_parameters() if p.requires_grad}
@@ -103,12 +103,7 @@ class PromptTrainer(CheckpointMethods, TrainerX):
                 f"The loss is {loss.item()} at epoch {self.epoch + 1}/{self.max_epoch}, batch {self.batch_idx + 1}/"
                 f"{self.num_batches}: training stopped. Try a lower OPTIM.LR, or PREC fp32/amp if the run is in fp16.")
         self.optim.zero_grad()
-        (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
-        if self.scaler is not None:  # amp: steps only with finite gradients, and adapts the loss scale
-            self.scaler.step(self.optim)
-            self.scaler.update()
-        else:
-            self.optim.step()
+        backward_and_step(loss, self.optim, self.scaler)
         summary = {"loss": loss.item(), "acc": compute_accuracy(logits, labels)[0].item(),
                    **{key: float(value) for key, value in extra.items()}}
         if self.epoch_meter is not None:  # None when called outside an epoch (tests of a single step)

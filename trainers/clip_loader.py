@@ -142,6 +142,23 @@ def precision_autocast(prec):
     return contextlib.nullcontext()
 
 
+def grad_scaler(prec):
+    """amp's loss scaler (fp16 gradients of an unscaled loss underflow); None for the other precisions."""
+    return torch.amp.GradScaler("cuda") if prec == "amp" else None
+
+
+def backward_and_step(loss, optimizer, scaler=None):
+    """The backward pass and one optimiser step; with amp's scaler, of the scaled loss, the step taken only when the
+    gradients are finite, and the scale adapted."""
+    if scaler is None:
+        loss.backward()
+        optimizer.step()
+        return
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+
+
 def weights_dtype(prec):
     """The dtype the frozen CLIP weights are stored in for a precision (amp keeps fp32 and autocasts)."""
     return {"fp16": torch.float16, "bf16": torch.bfloat16}.get(prec, torch.float32)
