@@ -30,7 +30,23 @@ esac
 # the dataset the model is trained on (ImageNet for every cross-dataset evaluation); SHOTS is set. A NAME given by
 # the user is only checked.
 default_config() {
-    "${PYTHON:-python3}" -m trainers.registry config "$1" "$3" "$2" --shots "${SHOTS:-16}" --name "${4:-}"
+    cached_registry config "$1" "$3" "$2" --shots "${SHOTS:-16}" --name "${4:-}"
+}
+
+# cached_registry ARGS...: the trainer registry's answer to ARGS. A launcher sets REGISTRY_CACHE to a file of its own
+# launch (scripts/launch.py), where each answer is kept, so that its hundreds of runs start a Python (which imports
+# torch: seconds) once per distinct question, not once each. A refused question is never kept.
+cached_registry() {
+    local key answer
+    if [ -z "${REGISTRY_CACHE:-}" ]; then "${PYTHON:-python3}" -m trainers.registry "$@"; return; fi
+    key=$(printf '%q ' "$@")
+    if [ -f "$REGISTRY_CACHE" ]; then
+        answer=$(KEY=$key awk -F '\t' '$1 == ENVIRON["KEY"] { print $2; found = 1; exit } END { exit !found }' \
+            "$REGISTRY_CACHE") && { echo "$answer"; return 0; }
+    fi
+    answer=$("${PYTHON:-python3}" -m trainers.registry "$@") || return
+    printf '%s\t%s\n' "$key" "$answer" >> "$REGISTRY_CACHE"
+    echo "$answer"
 }
 
 # learns_nothing TRAINER: true for the trainers that are only evaluated (zero-shot).

@@ -131,6 +131,13 @@ class Ledger:
         self.logs = os.path.join(self.folder, "logs")
         os.makedirs(self.logs, exist_ok=True)
 
+    def share_registry_answers(self, env):
+        """Give this launch's runs one cache of the trainer registry's answers (``cached_registry`` in
+        scripts/common.sh), emptied here so that no answer outlives the launch that asked it."""
+        path = os.path.join(self.folder, "registry_answers.tsv")
+        open(path, "w").close()
+        env["REGISTRY_CACHE"] = path
+
     def log(self, run):
         return os.path.join(self.logs, f"{run.name}.log")
 
@@ -406,11 +413,12 @@ def main(argv=None):
         if len(opts) % 2:
             raise LaunchError(f"overrides come in KEY VALUE pairs after --; got {' '.join(opts)}")
         runs = expand(args.protocol, trainers, args.config or env.get("CONFIG", ""), env)
+        ledger = Ledger(output, args.protocol)
+        ledger.share_registry_answers(env)
         resolve_dirs(runs, opts, env)
     except LaunchError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    ledger = Ledger(output, args.protocol)
     if args.status:
         print_status(runs, ledger)
         return 0

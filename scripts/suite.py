@@ -176,8 +176,9 @@ def execute(runs, ledger_root, backend, say=print):
     """Run ``runs`` through the launcher (``scripts/launch.py``) on the backend its options name (finished runs are
     skipped, stopped ones resume): the list of failed cells, each naming its log."""
     env = dict(os.environ)
-    launch.resolve_dirs(runs, [], env)
     ledger = launch.Ledger(ledger_root, "base2new")
+    ledger.share_registry_answers(env)
+    launch.resolve_dirs(runs, [], env)
     states, _ = launch.execute(runs, [], env, ledger, backend)
     failures, seen = [], set()
     for run in runs:  # a cell is one training run and its new-class test; the first that did not finish is named

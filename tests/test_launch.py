@@ -92,6 +92,44 @@ def test_slurm_jobs_use_the_cpus_they_ask_for(monkeypatch, tmp_path):
     assert submitted[1][0]["slurm_additional_parameters"] == {"dependency": "afterok:1", "kill-on-invalid-dep": "yes"}
 
 
+def test_a_launch_asks_the_registry_once_per_question_and_gets_the_same_folders(tmp_path):
+    """Each run's script asks the trainer registry for its config (a Python start that imports torch); a launch
+    shares the answers (``REGISTRY_CACHE``), so a 300-run sweep does not wait minutes before its first run."""
+    calls = tmp_path / "calls.txt"
+    counting_python = tmp_path / "python"
+    counting_python.write_text(f'#!/bin/bash\necho "$*" >> {calls}\nexec {sys.executable} "$@"\n')
+    counting_python.chmod(0o755)
+    env = {**os.environ, "OUTPUT": str(tmp_path / "out"), "PYTHON": str(counting_python),
+           "DATASETS": "dtd", "SEEDS": "1 2"}
+
+    def folders(env):
+        runs = launch.expand("base2new", ["CoOp", "MaPLe"], "", env)
+        for run in runs:  # one at a time: the count below is then exact
+            launch.resolve_dirs([run], [], env)
+        return [run.dir for run in runs]
+
+    uncached = folders(env)
+    assert len(calls.read_text().splitlines()) == 8  # 2 trainers x 2 seeds x (train, test)
+    calls.unlink()
+    ledger = launch.Ledger(str(tmp_path / "out"), "base2new")
+    ledger.share_registry_answers(env)
+    assert folders(env) == uncached
+    assert len(calls.read_text().splitlines()) == 2  # one question per trainer (and dataset)
+    assert uncached[0].endswith("base2new/train_base/dtd/shots_16/CoOp/vit_b16_ctxv1/seed1")
+    assert uncached[-1].endswith("base2new/test_new/dtd/shots_16/MaPLe/vit_b16_c2_ep5_batch4_2ctx/seed2")
+    ledger.share_registry_answers(env)  # the next launch starts empty: no answer outlives its launch
+    assert os.path.getsize(env["REGISTRY_CACHE"]) == 0
+
+
+def test_a_question_the_registry_refuses_is_not_kept_and_its_message_comes_through(tmp_path):
+    cache = tmp_path / "answers.tsv"
+    ask = 'source scripts/common.sh; cached_registry config NoSuchTrainer base2new dtd --shots 16 --name ""'
+    done = subprocess.run(["bash", "-c", ask], cwd=REPO, env={**os.environ, "REGISTRY_CACHE": str(cache)},
+                          capture_output=True, text=True)
+    assert done.returncode != 0 and "NoSuchTrainer" in done.stderr
+    assert not cache.exists() or cache.read_text() == ""
+
+
 def test_a_requeued_slurm_job_runs_the_same_command_again():
     job = launch.ScriptJob(["bash", "scripts/base2new_train.sh", "dtd", "1"], {"SHOTS": "4"})
     again = job.checkpoint()  # what submitit requeues on a time limit or preemption
