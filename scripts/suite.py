@@ -50,6 +50,7 @@ import launch  # noqa: E402
 
 from datasets.world.catalog import CATALOG, SUITE  # noqa: E402
 from trainers import registry  # noqa: E402
+from trainers.results import published  # noqa: E402
 from trainers.results import statistics as stats  # noqa: E402
 from trainers.results.statistics import harmonic_mean, paired_difference  # noqa: E402
 
@@ -257,6 +258,64 @@ def summary(results, trainers, datasets, seeds):
     return {"trainers": rows, "pairs": pairs}
 
 
+def ranks(values):
+    """Rank 1 for the highest value; tied values share the mean of their ranks."""
+    order = sorted(range(len(values)), key=lambda i: -values[i])
+    result = [0.0] * len(values)
+    start = 0
+    while start < len(order):
+        end = start
+        while end + 1 < len(order) and values[order[end + 1]] == values[order[start]]:
+            end += 1
+        for k in range(start, end + 1):
+            result[order[k]] = (start + end) / 2 + 1
+        start = end + 1
+    return result
+
+
+def beside_published(numbers, trainers, datasets):
+    """Does the suite see what the 11-dataset benchmark sees? For each trainer with a published 11-dataset average
+    (trainers/results/published.py): its suite-average and published HM and their ranks, and its new-class accuracy
+    minus zero-shot CLIP's on both (on the real datasets learned prompts lose what zero-shot CLIP knows of new
+    classes: CoOp's new accuracy is below zero-shot CLIP's on each of the 11), with the datasets where it falls
+    below; then Spearman's rank correlation of the two HM columns."""
+    paper_of = {trainer: paper for paper, trainer in published.TRAINER_OF.items()}
+    rows = []
+    for trainer in trainers:
+        average = numbers["trainers"][trainer]["average"]
+        paper = published.BASE2NEW_AVERAGE.get(paper_of.get(trainer))
+        if average["hm"] is None or paper is None:
+            continue
+        rows.append({"trainer": trainer, "paper": paper_of[trainer],
+                     "suite": {"base": average["base"]["mean"], "new": average["new"]["mean"], "hm": average["hm"]},
+                     "published": dict(zip(("base", "new", "hm"), paper))})
+    zero_shot = next((row for row in rows if row["trainer"] == "ZeroshotCLIP"), None)
+    for row in rows:
+        row["new_minus_zero_shot"] = row["new_below_zero_shot"] = None
+        if zero_shot is None:
+            continue
+        row["new_minus_zero_shot"] = {where: row[where]["new"] - zero_shot[where]["new"] for where in ("suite", "published")}
+        mine = numbers["trainers"][row["trainer"]]["datasets"]
+        zero = numbers["trainers"]["ZeroshotCLIP"]["datasets"]
+        compared = [d for d in datasets if mine[d]["new"] and zero[d]["new"]]
+        below = {"suite": [sum(mine[d]["new"]["mean"] < zero[d]["new"]["mean"] for d in compared), len(compared)]}
+        papers = published.BASE2NEW.get(row["paper"]), published.BASE2NEW.get("CLIP")
+        if all(papers):
+            shared = [d for d in papers[0] if d in papers[1]]
+            below["published"] = [sum(papers[0][d][1] < papers[1][d][1] for d in shared), len(shared)]
+        row["new_below_zero_shot"] = below
+    for where in ("suite", "published"):
+        for row, rank in zip(rows, ranks([row[where]["hm"] for row in rows])):
+            row[where]["rank"] = rank
+    rho = None
+    if len(rows) >= 3:
+        try:
+            rho = statistics.correlation([r["suite"]["rank"] for r in rows], [r["published"]["rank"] for r in rows])
+        except statistics.StatisticsError:  # every rank tied in one column
+            rho = None
+    return {"rows": rows, "spearman": rho}
+
+
 # ----------------------------------------------------------------------------------------------- rendering
 def fmt(stat, digits=2):
     if stat is None:
@@ -297,7 +356,34 @@ def markdown(numbers, trainers, datasets, seeds, footer):
             interval = "-" if pair["low"] is None else f"[{pair['low']:+.2f}, {pair['high']:+.2f}]"
             excludes = "-" if pair["low"] is None else ("yes" if pair["low"] > 0 or pair["high"] < 0 else "no")
             lines.append(f"| {pair['a']} | {pair['b']} | {pair['mean']:+.2f} | {interval} | {pair['n']} | {excludes} |")
+    lines += published_lines(numbers.get("published"))
     return "\n".join(lines) + "\n\n" + footer + "\n"
+
+
+def published_lines(found):
+    """The table of ``beside_published``, or nothing when no trainer of the suite has a published average."""
+    if not found or not found["rows"]:
+        return []
+    lines = ["", "Beside the published 11-dataset averages (ViT-B/16; sources in trainers/results/published.py): HM "
+             "and its rank on each, and new-class accuracy minus zero-shot CLIP's, with the datasets where it is "
+             "below zero-shot CLIP's:", "",
+             "| trainer | HM suite | HM published | rank suite | rank published | new − zero-shot, suite | "
+             "new − zero-shot, published | below zero-shot, suite | below zero-shot, published |",
+             "|---|---|---|---|---|---|---|---|---|"]
+
+    def count(below, where):
+        return "-" if not below or where not in below else f"{below[where][0]}/{below[where][1]}"
+
+    for row in found["rows"]:
+        gap = row["new_minus_zero_shot"]
+        gaps = ["-", "-"] if gap is None else [f"{gap['suite']:+.2f}", f"{gap['published']:+.2f}"]
+        lines.append(f"| {row['trainer']} | {row['suite']['hm']:.2f} | {row['published']['hm']:.2f} | "
+                     f"{row['suite']['rank']:g} | {row['published']['rank']:g} | {gaps[0]} | {gaps[1]} | "
+                     f"{count(row['new_below_zero_shot'], 'suite')} | {count(row['new_below_zero_shot'], 'published')} |")
+    rho = found["spearman"]
+    lines += ["", f"Spearman's rank correlation of the two HM columns over {len(found['rows'])} trainers: "
+                  + ("-" if rho is None else f"{rho:+.2f}") + "."]
+    return lines
 
 
 def plot(numbers, trainers, datasets, path):
@@ -388,6 +474,7 @@ def main(argv=None):
             return 2
     elapsed = time.time() - started
     numbers = summary(collect(output, shots, trainers, datasets, seeds), trainers, datasets, seeds)
+    numbers["published"] = beside_published(numbers, trainers, datasets)
     footer = (f"Suite: {', '.join(datasets)}; {shots} shots; seeds {' '.join(map(str, seeds))}; image seed "
               f"{args.image_seed}{'; overrides ' + ' '.join(opts) if opts else ''}. Run on {datetime.date.today()} at "
               f"commit {commit()} on {machine()}; {elapsed / 60:.1f} min.")

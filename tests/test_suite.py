@@ -115,3 +115,46 @@ def test_runs_of_other_settings_live_apart(monkeypatch, tmp_path):
     monkeypatch.setenv("SHOTS", "four")
     with pytest.raises(suite.SuiteError, match="SHOTS"):
         suite.resolve(suite.parse_command_line(suite.build_parser(), []))
+
+
+def test_ranks_share_the_mean_rank_on_ties():
+    assert suite.ranks([5.0, 7.0, 5.0, 1.0]) == [2.5, 1.0, 2.5, 4.0]
+
+
+def test_the_suite_beside_the_published_averages(tmp_path):
+    runs = {("ZeroshotCLIP", "d1"): (50.0, 40.0), ("ZeroshotCLIP", "d2"): (30.0, 20.0),
+            ("CoOp", "d1"): (70.0, 45.0), ("CoOp", "d2"): (40.0, 18.0),
+            ("MaPLe", "d1"): (60.0, 44.0), ("MaPLe", "d2"): (35.0, 22.0),
+            ("Mine", "d1"): (90.0, 90.0), ("Mine", "d2"): (90.0, 90.0)}
+    trainers = ["ZeroshotCLIP", "CoOp", "MaPLe", "Mine"]
+    for (trainer, dataset), (base, new) in runs.items():
+        write_pair(tmp_path, dataset, trainer, 1, base, new)
+    numbers = suite.summary(suite.collect(str(tmp_path), "16", trainers, ["d1", "d2"], [1]), trainers, ["d1", "d2"], [1])
+    found = suite.beside_published(numbers, trainers, ["d1", "d2"])
+    rows = {row["trainer"]: row for row in found["rows"]}
+    assert list(rows) == ["ZeroshotCLIP", "CoOp", "MaPLe"]  # Mine has no published average
+    assert rows["CoOp"]["suite"]["hm"] == pytest.approx(hm(55.0, 31.5))
+    assert rows["CoOp"]["published"] == {"base": 82.69, "new": 63.22, "hm": 71.66, "rank": 3.0}
+    # new-class accuracy minus zero-shot CLIP's: suite averages 31.5 - 30 and 33 - 30; published 63.22 - 74.22
+    assert rows["CoOp"]["new_minus_zero_shot"] == {"suite": pytest.approx(1.5), "published": pytest.approx(-11.0)}
+    assert rows["MaPLe"]["new_minus_zero_shot"]["suite"] == pytest.approx(3.0)
+    # CoOp falls below zero-shot CLIP's new accuracy on d2 only; published, on each of the 11 datasets (MaPLe on 4:
+    # StanfordCars, OxfordFlowers, FGVCAircraft, DTD)
+    assert rows["CoOp"]["new_below_zero_shot"] == {"suite": [1, 2], "published": [11, 11]}
+    assert rows["MaPLe"]["new_below_zero_shot"] == {"suite": [0, 2], "published": [4, 11]}
+    assert [rows[t]["suite"]["rank"] for t in rows] == [3.0, 1.0, 2.0]
+    assert [rows[t]["published"]["rank"] for t in rows] == [2.0, 3.0, 1.0]  # 71.70, 71.66, 78.55
+    assert found["spearman"] == pytest.approx(-0.5)  # ranks (3, 1, 2) against (2, 3, 1)
+    table = "\n".join(suite.published_lines(found))
+    assert "| CoOp | 40.06 | 71.66 | 1 | 3 | +1.50 | -11.00 | 1/2 | 11/11 |" in table
+    assert "over 3 trainers: -0.50." in table
+
+
+def test_without_zero_shot_clip_there_is_no_gap_and_without_published_numbers_no_table(tmp_path, numbers):
+    for dataset, (base, new) in {"d1": (70.0, 45.0), "d2": (40.0, 18.0)}.items():
+        write_pair(tmp_path, dataset, "CoOp", 1, base, new)
+    alone = suite.summary(suite.collect(str(tmp_path), "16", ["CoOp"], ["d1", "d2"], [1]), ["CoOp"], ["d1", "d2"], [1])
+    (row,) = suite.beside_published(alone, ["CoOp"], ["d1", "d2"])["rows"]
+    assert row["new_minus_zero_shot"] is None and row["new_below_zero_shot"] is None
+    assert suite.beside_published(numbers, ["A", "B"], ["d1", "d2"]) == {"rows": [], "spearman": None}
+    assert suite.published_lines({"rows": [], "spearman": None}) == []
