@@ -83,6 +83,17 @@ def test_classification_is_coop_s_even_with_the_mi_terms(clip_model):
     assert float(extra["mi_bound_text"]) == pytest.approx(math.log(len(BASE)) - float(extra["loss_tmi"]), rel=1e-5)
 
 
+@pytest.mark.parametrize("estimator, text_ceiling", [("infonce", math.log(len(BASE))), ("jsd", math.log(2)),
+                                                     ("dv", None)])
+def test_every_logged_value_is_a_number_for_each_estimator(clip_model, estimator, text_ceiling):
+    """The trainer logs each extra as a float: a bound without a ceiling (Donsker-Varadhan) logs no ceiling."""
+    dual = build(clip_model, estimator=estimator, vis_estimator=estimator)
+    _, _, extra = dual.training_loss(images(), LABELS)
+    assert all(math.isfinite(float(value)) for value in extra.values())
+    assert extra.get("mi_ceiling_text") == (None if text_ceiling is None else pytest.approx(text_ceiling))
+    assert ("mi_ceiling_vis" in extra) == (estimator != "dv")
+
+
 def test_text_mi_is_the_estimator_over_soft_and_hand_crafted_views(clip_model):
     dual = build(clip_model, w_vis_mi=0.0, kappa_init=0.05)
     coop = CoOpCLIP(clip_model, BASE, n_ctx=4, ctx_init="a photo of a")

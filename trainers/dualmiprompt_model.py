@@ -213,19 +213,23 @@ class DualMIPromptCLIP(PromptedCLIP):
             loss_tmi, bound = self.text_mi(soft)
             terms["text_mi"] = options.w_text_mi * loss_tmi
             extra.update(loss_tmi=loss_tmi.detach(), mi_bound_text=bound,
-                         mi_ceiling_text=mi_ceiling(options.estimator, len(soft)),
                          kappa_text=self.text_critic.temperature().detach(),
                          kappa_text_at_floor=self.text_critic.temperature.at_floor())
+            ceiling = mi_ceiling(options.estimator, len(soft))
+            if ceiling is not None:  # the Donsker-Varadhan bound has none
+                extra["mi_ceiling_text"] = ceiling
         mixed = None
         if self.vis_critic is not None:
             loss_vmi, bound, plan, mixed, same = self.visual_mi(images, image_features, labels, soft)
             terms["vis_mi"] = options.w_vis_mi * loss_vmi
             candidates = len(mixed) - same.float().sum(dim=1) + same.float().diagonal()
             extra.update(loss_vmi=loss_vmi.detach(), mi_bound_vis=bound,
-                         mi_ceiling_vis=(candidates.log().mean().item() if options.vis_estimator == "infonce"
-                                         else mi_ceiling(options.vis_estimator, len(mixed))),
                          kappa_vis=self.vis_critic.temperature().detach(),
                          kappa_vis_at_floor=self.vis_critic.temperature.at_floor(), mix_lambda=plan.lam.mean())
+            ceiling = (candidates.log().mean().item() if options.vis_estimator == "infonce"
+                       else mi_ceiling(options.vis_estimator, len(mixed)))
+            if ceiling is not None:
+                extra["mi_ceiling_vis"] = ceiling
         if options.w_align > 0:
             loss_align = self.alignment(soft, hand)
             terms["align"] = options.w_align * loss_align
