@@ -100,7 +100,9 @@ def build_parser():
 
 def rank(results, names, datasets, seeds, folds):
     """Per setting: the means over the (fold, seed, dataset) cells that every setting has (so that no setting is
-    ranked on easier cells), how many of its own cells finished, and the paired difference to the first setting."""
+    ranked on easier cells), how many of its own cells finished, and the paired difference to the first setting.
+    A setting with no finished cell at all (every run failed) is listed last without numbers and left out of the
+    shared cells, so that it does not blank the others."""
     cells = {}
     for name in names:
         cells[name] = {}
@@ -108,11 +110,12 @@ def rank(results, names, datasets, seeds, folds):
             for dataset, by_seed in results[name].get(fold, {}).items():
                 for seed, (base, new) in by_seed.items():
                     cells[name][(fold, seed, dataset)] = (base, new, harmonic_mean(base, new))
-    shared = sorted(set.intersection(*(set(c) for c in cells.values()))) if cells else []
+    finished = [set(c) for c in cells.values() if c]
+    shared = sorted(set.intersection(*finished)) if finished else []
     expected = len(folds) * len(seeds) * len(datasets)
     rows = []
     for name in names:
-        values = [cells[name][c] for c in shared]
+        values = [cells[name][c] for c in shared] if cells[name] else []
         rows.append({
             "setting": name, "cells": len(cells[name]), "expected_cells": expected, "ranked_on": len(shared),
             "base": statistics.fmean(v[0] for v in values) if values else None,
@@ -120,7 +123,7 @@ def rank(results, names, datasets, seeds, folds):
             "hm": statistics.fmean(v[2] for v in values) if values else None,
             "vs_reference": None,
         })
-        if values and name != names[0]:
+        if values and name != names[0] and cells[names[0]]:
             rows[-1]["vs_reference"] = paired_difference([cells[name][c][2] for c in shared],
                                                          [cells[names[0]][c][2] for c in shared])
     rows.sort(key=lambda r: (r["hm"] is None, -(r["hm"] or 0)))

@@ -69,6 +69,18 @@ def test_ranking_against_a_hand_computation(tmp_path):
     shared = [(1, "d1"), (1, "d2"), (2, "d1")]
     assert rows["better"]["cells"] == 3 and rows["ref"]["cells"] == 4 and rows["ref"]["ranked_on"] == 3
     assert rows["ref"]["hm"] == pytest.approx(statistics.fmean(hm(*values["ref"][f][d]) for f, d in shared))
+    # A setting whose every run failed is listed last, without numbers, and does not blank the others.
+    results["broken"] = {1: {}, 2: {}}
+    rows = sweep.rank(results, ["ref", "better", "broken"], ["d1", "d2"], [1], [1, 2])
+    assert [row["setting"] for row in rows] == ["better", "ref", "broken"]
+    assert rows[0]["ranked_on"] == 3 and rows[0]["hm"] == pytest.approx(
+        statistics.fmean(hm(*values["better"][f][d]) for f, d in shared))
+    assert (rows[2]["cells"], rows[2]["hm"], rows[2]["vs_reference"]) == (0, None, None)
+    assert "| 3 | broken | - | - | - | - | 0/4 |" in sweep.markdown(rows, "ref", "footer")
+    # With the reference itself broken, the others are still ranked, without a difference to it.
+    rows = sweep.rank({**results, "ref": {1: {}, 2: {}}}, ["ref", "better"], ["d1", "d2"], [1], [1, 2])
+    assert [(row["setting"], row["vs_reference"]) for row in rows] == [("better", None), ("ref", None)]
+    assert rows[0]["hm"] is not None
 
 
 def test_command_line_errors(tmp_path, monkeypatch):
