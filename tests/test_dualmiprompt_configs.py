@@ -66,6 +66,30 @@ def test_every_config_holds_valid_options(path):
     assert options.n_ctx == 4 and options.ctx_init == "a photo of a" and not options.csc
 
 
+@pytest.mark.parametrize("path", all_configs(), ids=os.path.basename)
+def test_every_config_takes_a_training_step(path, tiny_model_clip):
+    """One step of each config's options on the tiny CLIP, logged as the trainer logs it (each extra as a float):
+    an option that only its ablation row switches on must not fail at its first step."""
+    import torch
+
+    from trainers.dualmiprompt_model import DualMIPromptCLIP
+
+    model = DualMIPromptCLIP(tiny_model_clip, ["cat", "dog", "fox", "owl"], ("a photo of a {}.", "itap of a {}."),
+                             options_of(load(path)))
+    images = torch.randn(6, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    loss, _, extra = model.training_loss(images, torch.tensor([0, 0, 1, 2, 3, 3]))
+    loss.backward()
+    assert torch.isfinite(loss) and all(torch.isfinite(torch.tensor(float(v))) for v in extra.values())
+    assert model.prompt_learner.ctx.grad is not None
+
+
+@pytest.fixture(scope="module")
+def tiny_model_clip():
+    from fixtures import tiny_clip
+
+    return tiny_clip()
+
+
 def test_ablation_rows_name_the_base_config_and_hold_only_their_change():
     base = flat(load(os.path.join(FOLDER, BASE)))
     files = sorted(os.path.basename(p)[:-5] for p in glob.glob(os.path.join(FOLDER, "ablation", "*.yaml")))
