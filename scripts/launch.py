@@ -117,9 +117,16 @@ def resolve_dirs(runs, opts, env):
         path = result.stdout.strip().splitlines()[-1]
         return path if os.path.isabs(path) else os.path.join(REPO, path)
 
+    # The first run of each (trainer, dataset, shots) is asked first: the runs that follow ask its script's question
+    # to the trainer registry again and find the answer cached (REGISTRY_CACHE) instead of racing it.
+    firsts = {}
+    for run in runs:
+        firsts.setdefault((run.trainer, run.dataset, run.env.get("SHOTS")), run)
+    rest = [run for run in runs if all(run is not first for first in firsts.values())]
     with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
-        for run, path in zip(runs, pool.map(ask, runs)):
-            run.dir = path
+        for batch in (list(firsts.values()), rest):
+            for run, path in zip(batch, pool.map(ask, batch)):
+                run.dir = path
 
 
 # ----------------------------------------------------------------------------------------------- state

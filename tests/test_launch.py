@@ -104,8 +104,7 @@ def test_a_launch_asks_the_registry_once_per_question_and_gets_the_same_folders(
 
     def folders(env):
         runs = launch.expand("base2new", ["CoOp", "MaPLe"], "", env)
-        for run in runs:  # one at a time: the count below is then exact
-            launch.resolve_dirs([run], [], env)
+        launch.resolve_dirs(runs, [], env)
         return [run.dir for run in runs]
 
     uncached = folders(env)
@@ -114,7 +113,8 @@ def test_a_launch_asks_the_registry_once_per_question_and_gets_the_same_folders(
     ledger = launch.Ledger(str(tmp_path / "out"), "base2new")
     ledger.share_registry_answers(env)
     assert folders(env) == uncached
-    assert len(calls.read_text().splitlines()) == 2  # one question per trainer (and dataset)
+    # one question per trainer (and dataset): its first run asks it before the others start
+    assert len(calls.read_text().splitlines()) == 2
     assert uncached[0].endswith("base2new/train_base/dtd/shots_16/CoOp/vit_b16_ctxv1/seed1")
     assert uncached[-1].endswith("base2new/test_new/dtd/shots_16/MaPLe/vit_b16_c2_ep5_batch4_2ctx/seed2")
     ledger.share_registry_answers(env)  # the next launch starts empty: no answer outlives its launch
