@@ -122,12 +122,23 @@ def rank(results, names, datasets, seeds, folds):
             "new": statistics.fmean(v[1] for v in values) if values else None,
             "hm": statistics.fmean(v[2] for v in values) if values else None,
             "vs_reference": None,
+            "datasets": per_dataset(cells[name], shared, datasets) if cells[name] else {},
         })
         if values and name != names[0] and cells[names[0]]:
             rows[-1]["vs_reference"] = paired_difference([cells[name][c][2] for c in shared],
                                                          [cells[names[0]][c][2] for c in shared])
     rows.sort(key=lambda r: (r["hm"] is None, -(r["hm"] or 0)))
     return rows
+
+
+def per_dataset(cells, shared, datasets):
+    """``{dataset: {base, new, hm}}``: one setting's means over the shared cells of each dataset."""
+    found = {}
+    for dataset in datasets:
+        values = [cells[c] for c in shared if c[2] == dataset]
+        if values:
+            found[dataset] = {key: statistics.fmean(v[i] for v in values) for i, key in enumerate(("base", "new", "hm"))}
+    return found
 
 
 def markdown(rows, reference, footer):
@@ -147,6 +158,16 @@ def markdown(rows, reference, footer):
             versus = f"{diff['mean']:+.2f} [{diff['low']:+.2f}, {diff['high']:+.2f}]"
         lines.append(f"| {i} | {row['setting']} | {f(row['base'])} | {f(row['new'])} | {f(row['hm'])} | {versus} | "
                      f"{row['cells']}/{row['expected_cells']} |")
+    datasets = list(dict.fromkeys(d for row in rows for d in row.get("datasets", {})))
+    for key, what in (("hm", "HM"), ("new", "pseudo-new accuracy")):
+        if not datasets:
+            break
+        lines += ["", f"Per dataset, {what} (means over the same cells):", "",
+                  "| setting | " + " | ".join(datasets) + " |", "|---" * (len(datasets) + 1) + "|"]
+        for row in rows:
+            by_dataset = row.get("datasets", {})
+            lines.append(f"| {row['setting']} | " + " | ".join(
+                f"{by_dataset[d][key]:.2f}" if d in by_dataset else "-" for d in datasets) + " |")
     return "\n".join(lines) + "\n\n" + footer + "\n"
 
 

@@ -63,6 +63,10 @@ def test_ranking_against_a_hand_computation(tmp_path):
     assert rows[0]["vs_reference"]["n"] == 4 and rows[1]["vs_reference"] is None
     text = sweep.markdown(rows, "ref", "footer")
     assert "| 2 | ref |" in text and "reference" in text
+    d2 = rows[0]["datasets"]["d2"]  # "better" on d2, over folds 1 and 2
+    assert d2["new"] == pytest.approx((43.0 + 45.0) / 2) and d2["hm"] == pytest.approx((hm(51, 43) + hm(53, 45)) / 2)
+    assert f"| better | {(hm(81, 64) + hm(79, 63)) / 2:.2f} | {(hm(51, 43) + hm(53, 45)) / 2:.2f} |" in text
+    assert "| ref | 61.00 | 42.00 |" in text  # pseudo-new per dataset
     # A setting whose hard cell failed is ranked on the cells both settings have, never on easier ones.
     del results["better"][2]["d2"]
     rows = {row["setting"]: row for row in sweep.rank(results, ["ref", "better"], ["d1", "d2"], [1], [1, 2])}
@@ -76,7 +80,8 @@ def test_ranking_against_a_hand_computation(tmp_path):
     assert rows[0]["ranked_on"] == 3 and rows[0]["hm"] == pytest.approx(
         statistics.fmean(hm(*values["better"][f][d]) for f, d in shared))
     assert (rows[2]["cells"], rows[2]["hm"], rows[2]["vs_reference"]) == (0, None, None)
-    assert "| 3 | broken | - | - | - | - | 0/4 |" in sweep.markdown(rows, "ref", "footer")
+    text = sweep.markdown(rows, "ref", "footer")
+    assert "| 3 | broken | - | - | - | - | 0/4 |" in text and "| broken | - | - |" in text
     # With the reference itself broken, the others are still ranked, without a difference to it.
     rows = sweep.rank({**results, "ref": {1: {}, 2: {}}}, ["ref", "better"], ["d1", "d2"], [1], [1, 2])
     assert [(row["setting"], row["vs_reference"]) for row in rows] == [("better", None), ("ref", None)]
