@@ -11,6 +11,7 @@ import sys
 
 from common import runlock
 from common.dassl_env import import_dassl
+from common.fileio import WriteError
 
 import_dassl()  # first: Dassl without its import side effects
 
@@ -38,7 +39,8 @@ from trainers.config import (  # noqa: E402
     write_resolved_config,
 )
 
-USER_ERRORS = (ConfigError, DatasetLayoutError, ClipWeightsError, CheckpointError, ImageReadError, FloatingPointError)
+USER_ERRORS = (ConfigError, DatasetLayoutError, ClipWeightsError, CheckpointError, ImageReadError, FloatingPointError,
+               WriteError)
 
 
 def build_parser():

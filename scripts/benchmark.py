@@ -36,6 +36,7 @@ import torch
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+from common.fileio import atomic_write_json  # noqa: E402
 from trainers import registry  # noqa: E402  (the models only: no Dassl)
 from trainers.clip_loader import (  # noqa: E402
     PRECISIONS,
@@ -522,8 +523,7 @@ def main(argv=None):
               "ratios": ratios, "relative": relative}
     print_report(result)
     if args.json:
-        with open(args.json, "w") as handle:
-            json.dump(result, handle, indent=2)
+        atomic_write_json(args.json, result)
     return result
 
 

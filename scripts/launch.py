@@ -22,7 +22,6 @@ same backend options.
 """
 import argparse
 import concurrent.futures
-import json
 import os
 import shlex
 import subprocess
@@ -34,6 +33,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from common import runlock  # noqa: E402
+from common.fileio import atomic_write_json, atomic_write_text  # noqa: E402
 
 PROTOCOLS = ("base2new", "xd", "dg", "fewshot")
 BENCHMARK_DATASETS = ("imagenet caltech101 oxford_pets stanford_cars oxford_flowers food101 fgvc_aircraft sun397 dtd "
@@ -152,8 +152,7 @@ class Ledger:
         return os.path.join(self.logs, f"{run.name}.failed")
 
     def mark_failed(self, run, status):
-        with open(self.failure_mark(run), "w") as handle:
-            handle.write(f"{status}\n")
+        atomic_write_text(self.failure_mark(run), f"{status}\n")
 
     def clear(self, run):
         if os.path.exists(self.failure_mark(run)):
@@ -315,8 +314,7 @@ def run_slurm(runs, opts, env, ledger, args):
         jobs[run.name] = executor.submit(ScriptJob(run.command(opts), {**env, **run.env,
                                                                        **threads_env(args.cpus_per_run)}))
         print(f"submitted {run.name}: job {jobs[run.name].job_id}{' after ' + ','.join(waits) if waits else ''}")
-    with open(os.path.join(ledger.folder, "slurm_jobs.json"), "w") as handle:
-        json.dump({name: job.job_id for name, job in jobs.items()}, handle, indent=2)
+    atomic_write_json(os.path.join(ledger.folder, "slurm_jobs.json"), {name: job.job_id for name, job in jobs.items()})
     failures = []
     if args.wait:
         by_name = {run.name: run for run in runs}

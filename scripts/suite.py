@@ -48,10 +48,12 @@ sys.path.insert(0, HERE)
 
 import launch  # noqa: E402
 
+from common.fileio import atomic_write_text  # noqa: E402
 from datasets.world.catalog import CATALOG, SUITE  # noqa: E402
 from trainers import registry  # noqa: E402
 from trainers.results import published  # noqa: E402
 from trainers.results import statistics as stats  # noqa: E402
+from trainers.results.plots import save_figure  # noqa: E402
 from trainers.results.statistics import harmonic_mean, paired_difference  # noqa: E402
 
 CONFIG = "world"  # every trainer's config for the embedded world datasets
@@ -414,8 +416,7 @@ def plot(numbers, trainers, datasets, path):
     ax.legend(ncol=min(len(trainers), 5), fontsize="small")
     ax.set_title("Embedded benchmark suite: base-to-new HM (error bars: std over seeds)")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def commit():
@@ -437,14 +438,6 @@ def machine():
     except OSError:
         pass
     return f"{cpu}, {os.cpu_count()} CPU cores"
-
-
-def write_new(path, text):
-    """Write ``text`` to ``path`` through a temporary file, so an interrupted write never leaves half a table."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
 
 
 def main(argv=None):
@@ -494,8 +487,8 @@ def main(argv=None):
 def report(out, stem, text, record, failures, written=()):
     """Write ``<stem>.md`` and ``<stem>.json`` into ``out``, print the table, name every failed run with its log;
     the exit status: 1 when a run failed."""
-    write_new(os.path.join(out, f"{stem}.md"), text)
-    write_new(os.path.join(out, f"{stem}.json"), json.dumps(record, indent=2) + "\n")
+    atomic_write_text(os.path.join(out, f"{stem}.md"), text)
+    atomic_write_text(os.path.join(out, f"{stem}.json"), json.dumps(record, indent=2) + "\n")
     print()
     print(text)
     print(f"Written: {out}/{', '.join([f'{stem}.md', f'{stem}.json', *written])}")

@@ -25,6 +25,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from common.fileio import WriteError  # noqa: E402
 from trainers.results.builders import Options, build_tables  # noqa: E402
 from trainers.results.reading import (  # noqa: E402
     PROTOCOLS,
@@ -89,7 +90,11 @@ def main(argv=None):
     for table in tables:
         print(to_text(table, options.digits))
     out_dir = args.out or os.path.join(args.roots[0] if os.path.isdir(args.roots[0]) else ".", "tables")
-    written = write_outputs(tables, out_dir, options.digits, figures=not args.no_figures)
+    try:
+        written = write_outputs(tables, out_dir, options.digits, figures=not args.no_figures)
+    except WriteError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     print(f"Written: {', '.join(written)}")
     if errors:
         return 2

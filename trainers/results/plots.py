@@ -1,6 +1,8 @@
 """The figures: Base / New / HM per dataset, and accuracy against shots."""
 import math
 
+from common.fileio import atomic_open
+
 from .statistics import Stat
 
 
@@ -8,6 +10,15 @@ def plain(text):
     """A name as matplotlib shows it verbatim: a ``$`` of a record's name would start mathtext (and a malformed
     formula stop the figure)."""
     return str(text).replace("$", r"\$")
+
+
+def save_figure(fig, path, dpi=120):
+    """Save ``fig`` as a PNG through ``atomic_open``: an interrupted save leaves the earlier figure whole."""
+    import matplotlib.pyplot as plt
+
+    with atomic_open(path, "wb") as handle:
+        fig.savefig(handle, format="png", dpi=dpi)
+    plt.close(fig)
 
 
 def plot_base2new(table, path):
@@ -41,8 +52,7 @@ def plot_base2new(table, path):
     axes[-1].set_xticklabels([plain(g).replace(" (", "\n(") for g in groups], rotation=45, ha="right")
     axes[0].set_title(plain(table.title))
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def plot_fewshot(table, path):
@@ -78,5 +88,4 @@ def plot_fewshot(table, path):
         ax.axis("off")
     axes.flat[0].legend(fontsize="small")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)

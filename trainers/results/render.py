@@ -4,6 +4,8 @@ import html
 import os
 import re
 
+from common.fileio import atomic_open, atomic_write_text
+
 from .plots import plot_base2new, plot_fewshot
 from .reading import INCOMPLETE_MARK, label_of
 from .statistics import Stat
@@ -119,7 +121,7 @@ CSV_FIELDS = ("table", "dataset", "method", "kind", "metric", "shots", "mean", "
 
 
 def write_csv(table, path):
-    with open(path, "w", newline="") as handle:
+    with atomic_open(path, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=CSV_FIELDS)
         writer.writeheader()
         writer.writerows(table.tidy)
@@ -139,8 +141,7 @@ def write_outputs(tables, out_dir, digits=2, figures=True):
     for table in tables:
         for suffix, render in ((".md", to_markdown), (".tex", to_latex)):
             path = os.path.join(out_dir, table.name + suffix)
-            with open(path, "w") as handle:
-                handle.write(render(table, digits))
+            atomic_write_text(path, render(table, digits))
             written.append(path)
         path = os.path.join(out_dir, table.name + ".csv")
         write_csv(table, path)
