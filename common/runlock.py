@@ -19,7 +19,9 @@ class RunLocked(RuntimeError):
 
 
 def lock_path(output_dir):
-    output_dir = os.path.abspath(output_dir)
+    """The lock file of the run folder ``output_dir``, found from its real path: the folder reached through a
+    symbolic link (or ``..``, or a bind of a parent) has the one lock of the folder itself."""
+    output_dir = os.path.realpath(output_dir)
     return os.path.join(os.path.dirname(output_dir), f".{os.path.basename(output_dir)}.lock")
 
 
