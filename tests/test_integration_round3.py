@@ -2,10 +2,8 @@
 a refused run that must write nothing, checkpoints that do not fit the trainer loading them, a resume with another
 schedule, a read-only data folder, and a broken link where the world is generated."""
 import os
-import sys
 
 import pytest
-import torch
 from fixtures import pets_setup, run_train, tiny_overrides
 
 from common import runlock

@@ -66,6 +66,20 @@ def test_fewshot_keeps_all_items_of_a_small_class():
     assert [item for item in selected if item.label == 3] == [Item("/d/rare.jpg", 3, "rare")]
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_class_with_exactly_k_images_is_sampled_like_dassl_and_coop(seed):
+    """The boundary of the rule: a class with exactly ``k`` images goes through ``random.sample`` (``>=``, as in
+    Dassl and CoOp), which shuffles it and draws from the stream the next classes are sampled from."""
+    k = 4
+    exact = [Item(f"/d/exact_{i}.jpg", 0, "exact") for i in range(k)]
+    train = exact + [item._replace(label=item.label + 1) for item in items(3, 10)]
+    selected, _ = fewshot_splits(train, None, k, seed)
+    random.seed(seed)
+    expected_exact = random.sample(exact, k)
+    assert selected[:k] == expected_exact and sorted(selected[:k]) == sorted(exact)
+    assert selected == documented_rule(train, [], k, seed)[0]
+
+
 @pytest.mark.parametrize("n_classes", [6, 7, 100, 101])
 def test_base_and_new_halves(n_classes):
     train, test = items(n_classes, 2, shuffle_seed=1), items(n_classes, 1, "test")
