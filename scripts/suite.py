@@ -29,6 +29,7 @@ live under ``overrides_<hash of the overrides>``, so a finished run of another s
 """
 import argparse
 import datetime
+import difflib
 import glob
 import hashlib
 import json
@@ -89,15 +90,29 @@ def build_parser():
     return parser
 
 
+def check_known(given, known, what, flag, known_label="Known"):
+    """Refuse a name that is not among ``known`` (a typo would otherwise run, or show, nothing), suggesting the
+    closest known names."""
+    for name in given:
+        if name in known:
+            continue
+        close = [k for k in known if k.lower() == name.lower()] or difflib.get_close_matches(name, known, n=3,
+                                                                                            cutoff=0.5)
+        hint = f" Did you mean {' or '.join(close)}?" if close else ""
+        raise SuiteError(f"unknown {what} {name!r} ({flag}).{hint} {known_label}: {', '.join(known)}.")
+
+
+def check_trainers(trainers, flag="--trainers"):
+    check_known(trainers, registry.names(), "trainer", flag)
+
+
 def resolve(args):
     """The settings of a suite from the command line: ``(datasets, seeds, overrides)``."""
     datasets = tuple(args.datasets or (QUICK_DATASETS if args.quick else SUITE))
     seeds = tuple(args.seeds or (QUICK_SEEDS if args.quick else (1, 2, 3)))
     usable = [name for name, spec in CATALOG.items() if not spec.test_only]
-    unknown = [name for name in datasets if name not in usable]
-    if unknown:
-        raise SuiteError(f"the suite runs base-to-new on the world's datasets ({', '.join(usable)}); got "
-                         f"{', '.join(unknown)}")
+    check_trainers(args.trainers)
+    check_known(datasets, usable, "dataset", "--datasets", "The suite runs base-to-new on the world's datasets")
     if len(set(seeds)) != len(seeds) or len(set(datasets)) != len(datasets) or len(set(args.trainers)) != len(args.trainers):
         raise SuiteError("each trainer, dataset and seed may be named once")
     if args.image_seed < 0:

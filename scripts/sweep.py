@@ -38,7 +38,7 @@ sys.path.insert(0, HERE)
 
 import suite  # noqa: E402  (also puts the repository on sys.path)
 
-from datasets.world.catalog import SUITE  # noqa: E402
+from datasets.world.catalog import CATALOG, SUITE  # noqa: E402
 from trainers.results.statistics import harmonic_mean, paired_difference  # noqa: E402
 
 
@@ -171,6 +171,14 @@ def markdown(rows, reference, footer):
     return "\n".join(lines) + "\n\n" + footer + "\n"
 
 
+def sweepable_datasets():
+    """The datasets a validation fold can run on: those with a config in configs/datasets, except the world's
+    test-only ones (they have no training images to hold out)."""
+    folder = os.path.join(suite.REPO, "configs", "datasets")
+    names = sorted(name[:-len(".yaml")] for name in os.listdir(folder) if name.endswith(".yaml"))
+    return [name for name in names if name not in CATALOG or not CATALOG[name].test_only]
+
+
 def main(argv=None):
     args = suite.parse_command_line(build_parser(), argv)
     try:
@@ -190,6 +198,8 @@ def main(argv=None):
             raise suite.SuiteError(f"SHOTS must be a positive number of shots; got {os.environ['SHOTS']!r}")
         if len(set(args.seeds)) != len(args.seeds) or len(set(args.datasets)) != len(args.datasets):
             raise suite.SuiteError("each dataset and seed may be named once")
+        suite.check_trainers([args.trainer], "the trainer argument")
+        suite.check_known(args.datasets, sweepable_datasets(), "dataset", "--datasets")
     except suite.SuiteError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -4,6 +4,8 @@ import json
 import math
 import os
 import statistics
+import subprocess
+import sys
 
 import pytest
 import suite  # noqa: E402
@@ -158,3 +160,20 @@ def test_without_zero_shot_clip_there_is_no_gap_and_without_published_numbers_no
     assert row["new_minus_zero_shot"] is None and row["new_below_zero_shot"] is None
     assert suite.beside_published(numbers, ["A", "B"], ["d1", "d2"]) == {"rows": [], "spearman": None}
     assert suite.published_lines({"rows": [], "spearman": None}) == []
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--trainers", "NoSuch"], "unknown trainer 'NoSuch' (--trainers)."),
+    (["--trainers", "CoOp", "DualMIPromt"], "unknown trainer 'DualMIPromt' (--trainers). Did you mean DualMIPrompt"),
+    (["--trainers", "coop"], "Did you mean CoOp?"),
+    (["--datasets", "wrld"], "Did you mean world "),
+])
+def test_an_unknown_trainer_or_dataset_is_an_error_with_suggestions(tmp_path, argv, expected):
+    """Run as a user runs it: a typo exits 2 with one line, and no table is written (it used to exit 0)."""
+    result = subprocess.run([sys.executable, "scripts/suite.py", *argv, "--no-run", "--out", str(tmp_path / "t")],
+                            cwd=suite.REPO, env={**os.environ, "OUTPUT": str(tmp_path / "o")}, capture_output=True,
+                            text=True)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.startswith("error: ") and len(result.stderr.strip().splitlines()) == 1
+    assert expected in result.stderr
+    assert not (tmp_path / "t").exists() and not (tmp_path / "o").exists()

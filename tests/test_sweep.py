@@ -2,6 +2,8 @@
 import json
 import os
 import statistics
+import subprocess
+import sys
 
 import pytest
 import suite  # noqa: E402
@@ -93,4 +95,19 @@ def test_command_line_errors(tmp_path, monkeypatch):
     for argv in (["--grid", "lr=1"], ["--folds", "0"], ["--folds", "3"], ["--val-folds", "1"],
                  ["--", "DATASET.VAL_FOLD", "1"], ["--", "OPTIM.LR"], ["--seeds", "1", "1"]):
         assert sweep.main(["CoOp", "--no-run", *argv]) == 2, argv
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["CoOpp"], "unknown trainer 'CoOpp' (the trainer argument). Did you mean CoOp "),
+    (["NoSuch"], "unknown trainer 'NoSuch'"),
+    (["CoOp", "--datasets", "world", "oxford_pet"], "unknown dataset 'oxford_pet' (--datasets). Did you mean "
+                                                    "oxford_pets"),
+])
+def test_an_unknown_trainer_or_dataset_is_an_error_with_suggestions(tmp_path, argv, expected):
+    result = subprocess.run([sys.executable, "scripts/sweep.py", *argv, "--no-run"], cwd=suite.REPO,
+                            env={**os.environ, "OUTPUT": str(tmp_path)}, capture_output=True, text=True)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.startswith("error: ") and len(result.stderr.strip().splitlines()) == 1
+    assert expected in result.stderr
     assert os.listdir(tmp_path) == []
