@@ -231,7 +231,6 @@ def main(args):
         print(f"Setting fixed seed: {cfg.SEED}")
         set_random_seed(cfg.SEED)
     run_lock = runlock.acquire(cfg.OUTPUT_DIR)  # noqa: F841  (one writer per run folder, until this process ends)
-    write_resolved_config(cfg)
     setup_log(cfg.OUTPUT_DIR)
     if torch.cuda.is_available() and cfg.USE_CUDA:
         torch.backends.cudnn.benchmark = True
@@ -247,11 +246,16 @@ def main(args):
 
     trainer = build_trainer(cfg)
     check_one_device(trainer, cfg.TRAINER.NAME)
+    # config.yaml is written once the run is accepted (a training run's, by the trainer once it has resumed), so a
+    # refused run leaves the folder's config as it was.
     if args.eval_only:
         trainer.load_model(args.model_dir, epoch=args.load_epoch)
+        write_resolved_config(cfg)
         trainer.test()
         return
-    if not args.no_train:
+    if args.no_train:
+        write_resolved_config(cfg)
+    else:
         trainer.train()
 
 

@@ -190,7 +190,9 @@ class Trainer(CheckpointMethods):
     MODEL_NAME = "prompt_learner"
 
     def __init__(self, keep=2, name="CoOp"):
-        self.cfg = CN({"TRAINER": CN({"NAME": name}), "TRAIN": CN({"KEEP_CHECKPOINTS": keep})})
+        self.cfg = CN({"TRAINER": CN({"NAME": name}), "TRAIN": CN({"KEEP_CHECKPOINTS": keep}),
+                       "OPTIM": CN({"MAX_EPOCH": 10})})
+        self.max_epoch = 10  # Dassl's trainer sets it from OPTIM.MAX_EPOCH
         torch.manual_seed(0)
         self.model = TinyModel()
         self.optim = torch.optim.SGD([self.model.ctx], lr=0.1, momentum=0.9)

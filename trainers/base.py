@@ -19,6 +19,7 @@ from common.images import ImageReadError  # noqa: F401  (re-exported for train.p
 
 from .checkpoints import CheckpointError, CheckpointMethods  # noqa: F401  (CheckpointError: re-exported)
 from .clip_loader import PRECISIONS, backward_and_step, grad_scaler, load_frozen_clip, precision_autocast, resolve_precision
+from .config import write_resolved_config
 from .data import build_data_manager
 from .records import build_record, write_record
 from .schedule import build_lr_schedule
@@ -111,7 +112,9 @@ class PromptTrainer(CheckpointMethods, TrainerX):
         return summary
 
     def before_train(self):
-        super().before_train()
+        super().before_train()  # resumes: a checkpoint this run may not continue stops it here
+        # Only now that the run is accepted: a refused run leaves the folder's config.yaml as it was.
+        write_resolved_config(self.cfg)
         self.train_started = time.time()
 
     def run_epoch(self):

@@ -137,6 +137,45 @@ def check_checkpoint(checkpoint, source):
                               "checkpoint of this toolbox, or it is damaged.")
 
 
+def trained_max_epoch(checkpoint):
+    """The ``OPTIM.MAX_EPOCH`` of the run that wrote ``checkpoint``: its ``max_epoch`` field, else (a checkpoint
+    written before that field) the cosine schedule's ``T_max``, else ``None`` (not known)."""
+    value = checkpoint.get("max_epoch")
+    if value is None:
+        scheduler = checkpoint.get("scheduler")
+        scheduler = scheduler.get("successor", scheduler) if isinstance(scheduler, dict) else None
+        value = scheduler.get("T_max") if isinstance(scheduler, dict) else None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 1 else None
+
+
+def check_epoch_range(checkpoint, source, max_epoch=None):
+    """The checkpoint's epoch lies within the run that wrote it (and within ``max_epoch``, the schedule of a run
+    resuming from it): an epoch beyond it would train nothing and still record a result."""
+    epoch = checkpoint.get("epoch")
+    if epoch is None:
+        return
+    limits = [(limit, what) for limit, what in ((trained_max_epoch(checkpoint), "the run that wrote it"),
+                                                 (max_epoch, "this run (OPTIM.MAX_EPOCH)")) if limit is not None]
+    for limit, what in limits:
+        if epoch > limit:
+            raise CheckpointError(f"{source}: its epoch is {epoch}, beyond the {limit} epochs of {what}: the file is "
+                                  "damaged or not a checkpoint of this run. Use an earlier checkpoint, or train in a "
+                                  "fresh output folder.")
+
+
+def check_same_schedule(checkpoint, source, max_epoch, output_dir):
+    """A resume keeps the schedule it was trained with: a different ``OPTIM.MAX_EPOCH`` is refused (it would
+    silently train under the old schedule, or stop at once), saying how to finish the run or to start over."""
+    trained = trained_max_epoch(checkpoint)
+    if trained is not None and trained != max_epoch:
+        raise CheckpointError(
+            f"{source} was trained with OPTIM.MAX_EPOCH {trained}, and this command asks for {max_epoch}: a resume "
+            f"cannot change the schedule. Run with OPTIM.MAX_EPOCH {trained} to finish that run, or start over in "
+            f"another --output-dir (or move {output_dir} away).")
+
+
 RESUME_KEYS = ("epoch", "optimizer", "scheduler")
 
 
@@ -279,14 +318,21 @@ def check_writer(checkpoint, trainer, source):
                               f"--trainer {writer} (its parameters mean something else to another trainer).")
 
 
-def copy_learned(learned, class_specific, state_dict, source):
+def copy_learned(learned, class_specific, state_dict, source, known=None, trainer="this trainer"):
     """Copy the saved values into the ``learned`` parameters (name -> parameter), checking each one.
 
-    Entries the model does not learn are ignored (class-dependent buffers: a context trained on base classes
-    evaluates on new ones)."""
+    Entries of the model's that it does not learn are ignored (class-dependent buffers: a context trained on base
+    classes evaluates on new ones). Entries the model does not have at all (``known``: every name of its state
+    dict) mean another trainer wrote the file (a checkpoint written before the ``trainer`` field does not say so):
+    refused."""
     missing = [name for name in learned if name not in state_dict]
     if missing:
         raise CheckpointError(f"{source} lacks learned parameters {', '.join(missing)}.")
+    foreign = [name for name in state_dict if name not in learned and known is not None and name not in known]
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise CheckpointError(f"{source} holds {shown}, which {trainer} does not have: it was written by another "
+                              "trainer (or for another N_CTX or model). Evaluate it with the trainer that wrote it.")
     ignored = [name for name in state_dict if name not in learned]
     if ignored:
         print(f"Ignoring entries of {source} that this model does not learn: {', '.join(ignored)}")
@@ -295,6 +341,10 @@ def copy_learned(learned, class_specific, state_dict, source):
         if not isinstance(saved, torch.Tensor):
             raise CheckpointError(f"{source}: {name} is a {type(saved).__name__}, not a tensor: the file is not a "
                                   "checkpoint of this toolbox, or it is damaged.")
+        if param.is_floating_point() and not saved.is_floating_point():
+            raise CheckpointError(f"{source}: {name} is a tensor of {str(saved.dtype).replace('torch.', '')}, not of "
+                                  "floating-point numbers like the learned parameter: the file is not a checkpoint "
+                                  "of this toolbox, or it is damaged.")
         if saved.is_floating_point() and not torch.isfinite(saved).all():
             raise CheckpointError(f"{source}: {name} holds NaN or infinite values; a model with them would only "
                                   "record nonsense. Use an earlier checkpoint, or train again.")
@@ -352,7 +402,8 @@ class CheckpointMethods:
         keep = keep_checkpoints(self.cfg)
         state = {"trainer": self.cfg.TRAINER.NAME,  # a checkpoint is only loaded by the trainer that wrote it
                  "state_dict": {name: p.detach().cpu().clone() for name, p in self.learned_parameters().items()},
-                 "epoch": epoch + 1, "optimizer": self.optim.state_dict(), "scheduler": self.sched.state_dict(),
+                 "epoch": epoch + 1, "max_epoch": self.max_epoch,
+                 "optimizer": self.optim.state_dict(), "scheduler": self.sched.state_dict(),
                  "val_result": val_result, "random_states": random_states(),
                  **self.extra_checkpoint_state()}
         name = model_name or f"{CHECKPOINT_PREFIX}{epoch + 1}"
@@ -371,8 +422,9 @@ class CheckpointMethods:
         if checkpoint is None:
             checkpoint = load_checkpoint_file(path)
         check_writer(checkpoint, self.cfg.TRAINER.NAME, path)
+        check_epoch_range(checkpoint, path)
         copy_learned(self.learned_parameters(), set(self.model.class_specific_parameters()),
-                     checkpoint["state_dict"], path)
+                     checkpoint["state_dict"], path, known=set(self.model.state_dict()), trainer=self.cfg.TRAINER.NAME)
         return checkpoint
 
     def load_model(self, directory, epoch=None):
@@ -412,6 +464,9 @@ class CheckpointMethods:
                                   "are corrupt. Move the folder away to train from scratch.")
         check_checkpoint(checkpoint, path)
         check_resumable(checkpoint, path)
+        check_writer(checkpoint, self.cfg.TRAINER.NAME, path)
+        check_same_schedule(checkpoint, path, self.cfg.OPTIM.MAX_EPOCH, directory)
+        check_epoch_range(checkpoint, path, self.cfg.OPTIM.MAX_EPOCH)
         self.load_checkpoint(path, checkpoint)
         _restore("optimiser state", path, self.optim.load_state_dict, checkpoint["optimizer"])
         _restore("schedule state", path, self.sched.load_state_dict, checkpoint["scheduler"])
