@@ -308,7 +308,7 @@ def load_or_build_fewshot(cache_path, key, dataset_dir, build):
     Paths are stored relative to ``dataset_dir`` so the cache survives moving the data folder. A cache whose key
     differs (other split file, rule or shots) or that cannot be parsed is rebuilt with a message.
     """
-    from common.fileio import atomic_write_json
+    from common.fileio import WriteError, atomic_write_json
 
     if os.path.isfile(cache_path):
         try:
@@ -329,6 +329,12 @@ def load_or_build_fewshot(cache_path, key, dataset_dir, build):
         "train": _to_relative(train, dataset_dir),
         "val": None if val is None else _to_relative(val, dataset_dir),
     }
-    atomic_write_json(cache_path, payload)
+    try:
+        atomic_write_json(cache_path, payload)
+    except WriteError as err:
+        # A read-only data folder (a shared, prepared copy) still trains: the lists come from the seed alone, so
+        # sampling them again in each run gives the same images; the cache only saves that time.
+        print(f"Few-shot data not cached ({err}); using the lists sampled now, which the same seed gives again")
+        return train, val
     print(f"Saved few-shot data to {cache_path}")
     return train, val

@@ -3,10 +3,12 @@ a refused run that must write nothing, checkpoints that do not fit the trainer l
 schedule, a read-only data folder, and a broken link where the world is generated."""
 import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
-from fixtures import pets_setup, run_train, tiny_overrides
+from fixtures import pets_setup, run_command, run_train, tiny_overrides
 
 from common import runlock
 
@@ -133,3 +135,58 @@ def test_a_checkpoint_beyond_its_run_s_epochs_is_refused_for_resume_and_evaluati
     evaluated = evaluate(trained, out, tmp_path / "eval")
     assert evaluated.returncode == 2 and "its epoch is 1000000" in error_line(evaluated)
     assert not (tmp_path / "eval" / "results.json").exists()
+
+
+def read_only(folder, command):
+    """``command`` run with ``folder`` mounted read-only (a user and mount namespace: no privileges needed, and
+    the tests' root user cannot bypass a read-only mount as it bypasses file modes)."""
+    script = 'mount --bind "$1" "$1" && mount -o remount,bind,ro "$1" "$1" && shift && exec "$@"'
+    return ["unshare", "-rm", "sh", "-c", script, "sh", str(folder), *map(str, command)]
+
+
+def can_mount_read_only(tmp_path):
+    probe = subprocess.run(read_only(tmp_path, ["true"]), capture_output=True)
+    return shutil.which("unshare") and probe.returncode == 0
+
+
+def test_a_read_only_data_folder_with_everything_there_trains(tmp_path):
+    if not can_mount_read_only(tmp_path):
+        pytest.skip("no user namespaces here to mount a folder read-only")
+    root, clip_file = pets_setup(tmp_path)
+    command = [sys.executable, "train.py", *COOP, "--root", root, "--seed", 1, *PETS, "--output-dir", tmp_path / "out",
+               *tiny_overrides(clip_file, epochs=1), "DATASET.NUM_SHOTS", "2"]
+    result = run_command(read_only(root, command), check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Few-shot data not cached" in result.stdout and "read-only" in result.stdout
+    assert (tmp_path / "out" / "results.json").exists()
+    assert not (root / "oxford_pets" / "split_fewshot").exists()
+
+
+def test_a_read_only_data_folder_without_the_world_says_where_it_must_write(tmp_path):
+    if not can_mount_read_only(tmp_path):
+        pytest.skip("no user namespaces here to mount a folder read-only")
+    data = tmp_path / "data"
+    data.mkdir()
+    command = [sys.executable, "train.py", "--trainer", "CoOp", "--config-file", "configs/trainers/CoOp/world.yaml",
+               "--dataset-config-file", "configs/datasets/world.yaml", "--root", data, "--output-dir", tmp_path / "o",
+               "--seed", 1]
+    result = run_command(read_only(data, command), check=False)
+    assert result.returncode == 2
+    line = error_line(result)
+    assert f"Cannot generate the embedded dataset world in {data}: Read-only file system" in line
+    assert "give a DATA (--root) you can write to" in line
+    assert os.listdir(data) == []
+
+
+@pytest.mark.parametrize("link", ["dangling", "loop"])
+def test_a_broken_link_at_the_world_folder_is_one_line_before_anything_is_generated(tmp_path, link):
+    data = tmp_path / "data"
+    data.mkdir()
+    os.symlink(data / ("nowhere" if link == "dangling" else "world"), data / "world")
+    result = run_train(["--trainer", "CoOp", "--config-file", "configs/trainers/CoOp/world.yaml",
+                        "--dataset-config-file", "configs/datasets/world.yaml", "--root", data,
+                        "--output-dir", tmp_path / "o", "--seed", 1], check=False)
+    assert result.returncode == 2
+    assert f"{data / 'world'} is a symbolic link to" in error_line(result)
+    assert "does not exist or leads back to itself" in error_line(result)
+    assert sorted(os.listdir(data)) == ["world"] and "Generating" not in result.stdout

@@ -253,11 +253,21 @@ def ensure_dataset(root, name, seed=WORLD_SEED, log=print):
     it is missing."""
     spec = get_spec(name)
     folder = os.path.join(root, folder_name(spec.name, seed))
+    if os.path.islink(folder) and not os.path.exists(folder):  # checked before anything is generated
+        raise WorldDataError(
+            f"{folder} is a symbolic link to {os.readlink(folder)}, which does not exist or leads back to itself (a "
+            "loop): remove the link (the dataset is generated again on first use) or point it at a generated copy.")
     if not os.path.exists(folder):
-        os.makedirs(root, exist_ok=True)
+        try:
+            os.makedirs(root, exist_ok=True)
+            tmp = tempfile.mkdtemp(prefix=f".{spec.name}.tmp-", dir=root)
+        except OSError as err:
+            raise WorldDataError(
+                f"Cannot generate the embedded dataset {spec.name} in {root}: {err.strerror}. It is written there on "
+                "first use: give a DATA (--root) you can write to, or generate it once where DATA is writable."
+            ) from None
         log(f"Generating the embedded dataset {spec.name} (image seed {seed}) in {folder} (first use; "
             f"{len(spec.classes)} classes)")
-        tmp = tempfile.mkdtemp(prefix=f".{spec.name}.tmp-", dir=root)
         try:
             write_dataset(os.path.join(tmp, "data"), spec, seed)
             try:
