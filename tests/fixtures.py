@@ -151,3 +151,20 @@ def flat(node, prefix=""):
         else:
             out[f"{prefix}{key}"] = value
     return out
+
+
+# ----- a read-only folder (the tests run as root, which file modes do not stop) -----
+import shutil  # noqa: E402
+
+
+def read_only(folder, command):
+    """``command`` run with ``folder`` mounted read-only (a user and mount namespace: no privileges needed, and
+    the tests' root user cannot bypass a read-only mount as it bypasses file modes)."""
+    script = 'mount --bind "$1" "$1" && mount -o remount,bind,ro "$1" "$1" && shift && exec "$@"'
+    return ["unshare", "-rm", "sh", "-c", script, "sh", str(folder), *map(str, command)]
+
+
+def can_mount_read_only(tmp_path):
+    if not shutil.which("unshare"):
+        return False
+    return subprocess.run(read_only(tmp_path, ["true"]), capture_output=True).returncode == 0

@@ -3,12 +3,11 @@ a refused run that must write nothing, checkpoints that do not fit the trainer l
 schedule, a read-only data folder, and a broken link where the world is generated."""
 import os
 import shutil
-import subprocess
 import sys
 
 import pytest
 import torch
-from fixtures import pets_setup, run_command, run_train, tiny_overrides
+from fixtures import can_mount_read_only, pets_setup, read_only, run_command, run_train, tiny_overrides
 
 from common import runlock
 
@@ -135,18 +134,6 @@ def test_a_checkpoint_beyond_its_run_s_epochs_is_refused_for_resume_and_evaluati
     evaluated = evaluate(trained, out, tmp_path / "eval")
     assert evaluated.returncode == 2 and "its epoch is 1000000" in error_line(evaluated)
     assert not (tmp_path / "eval" / "results.json").exists()
-
-
-def read_only(folder, command):
-    """``command`` run with ``folder`` mounted read-only (a user and mount namespace: no privileges needed, and
-    the tests' root user cannot bypass a read-only mount as it bypasses file modes)."""
-    script = 'mount --bind "$1" "$1" && mount -o remount,bind,ro "$1" "$1" && shift && exec "$@"'
-    return ["unshare", "-rm", "sh", "-c", script, "sh", str(folder), *map(str, command)]
-
-
-def can_mount_read_only(tmp_path):
-    probe = subprocess.run(read_only(tmp_path, ["true"]), capture_output=True)
-    return shutil.which("unshare") and probe.returncode == 0
 
 
 def test_a_read_only_data_folder_with_everything_there_trains(tmp_path):

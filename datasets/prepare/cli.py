@@ -11,6 +11,8 @@ datasets go on, and the exit status says that something failed.
 import argparse
 import difflib
 import os
+import sys
+import tempfile
 
 from ..benchmark import DATASETS_DOC
 from . import ilsvrc
@@ -178,6 +180,25 @@ def prepare_ilsvrc(cls, recipe, root, folder, fetcher, progress, log, limits=Non
     return []
 
 
+def root_problem(root, writes):
+    """What makes ``root`` unusable as the datasets folder (one line), or ``""``: a file, or, for a command that
+    writes, a folder that cannot be created or written to (read-only, forbidden)."""
+    if os.path.exists(root) and not os.path.isdir(root):
+        return f"--root {root} is a file, not a folder: give the folder that holds (or will hold) the datasets."
+    if not writes:
+        return ""
+    try:
+        os.makedirs(root, exist_ok=True)
+        with tempfile.TemporaryFile(dir=root):  # the only sure test: permission bits say nothing of a read-only mount
+            pass
+    except OSError as err:
+        inside = err.filename and os.path.dirname(os.path.abspath(err.filename)) == root  # our probe file
+        where = f" ({err.filename})" if err.filename and err.filename != root and not inside else ""
+        return (f"cannot write to --root {root}{where}: {err.strerror}. Preparing a dataset writes there: give a "
+                "folder you can write to (--check only reads).")
+    return ""
+
+
 def main(argv=None, gdrive=None, sources=None, log=print):
     """The command line. ``gdrive`` (how Google Drive files are fetched) and ``sources`` (the source table)
     default to gdown and ``sources.SOURCES``; tests pass local ones."""
@@ -186,6 +207,10 @@ def main(argv=None, gdrive=None, sources=None, log=print):
     if not args.root:
         parser.error("give the datasets folder with --root (or set DATA)")
     root = os.path.abspath(os.path.expanduser(args.root))
+    problem = root_problem(root, writes=not (args.check or args.list))
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     sources = SOURCES if sources is None else sources
     classes = dataset_classes()
     try:
