@@ -20,6 +20,8 @@ from collections import namedtuple
 
 import numpy as np
 
+from .limits import SPLIT_SIZE_ENV, human, max_split_size
+
 Item = namedtuple("Item", "impath label classname")
 
 SPLIT_NAMES = ("train", "val", "test")
@@ -99,6 +101,19 @@ def _parse_entries(entries, root, source):
 
 
 def _load_json(path):
+    try:
+        cap = max_split_size()
+    except ValueError as err:
+        raise DatasetLayoutError(f"{err}.") from None
+    try:
+        size = os.path.getsize(path)
+    except OSError as err:
+        raise DatasetLayoutError(f"Cannot read split file {path}: {err.strerror}.") from None
+    if size > cap:  # checked before reading: parsing JSON takes ~20 times the file's size in memory
+        raise DatasetLayoutError(
+            f"Split file {path} is {human(size)}, above the cap on split files of {human(cap)} (${SPLIT_SIZE_ENV}): "
+            f"CoOp's split files are a few MB, so this one is damaged or not a split file; {REFETCH}. If it is "
+            f"genuine, raise the cap (e.g. {SPLIT_SIZE_ENV}=1G).")
     try:
         with open(path, encoding="utf-8") as handle:
             return json.load(handle)

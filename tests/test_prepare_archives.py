@@ -439,3 +439,29 @@ def test_a_damaged_imagenet_archive_put_in_place_by_hand_is_moved_aside(tmp_path
     write(folder / "ILSVRC2012_img_val.tar", fake_val_tar())
     code, output = cli(tmp_path, world, sources, "imagenet")
     assert code == 0, output
+
+
+# ----- how many members an archive may hold -----
+@pytest.mark.parametrize("kind", ["tar.gz", "zip"])
+def test_an_archive_of_many_members_is_refused_naming_the_cap(tmp_path, kind):
+    """Empty members cost a few bytes each: the byte caps never see them, the member cap does."""
+    files = {f"spam/{i:05d}.txt": b"" for i in range(12_000)}
+    data = tar_bytes(files) if kind == "tar.gz" else zip_bytes(files)
+    archive = write(tmp_path / f"many.{kind}", data)
+    assert os.path.getsize(archive) < 2 * MB  # it writes nothing: the byte caps accept it
+    with pytest.raises(ArchiveTooLarge, match=r"holds more than 10,000 members \(one per KiB of the archive\).*"
+                                              r"--max-members \(or \$DATASETS_PREPARE_MAX_MEMBERS\)"):
+        extract(archive, str(tmp_path / "out"), progress=False, limits=ExpansionLimits())
+    assert len(list((tmp_path / "out").rglob("*.txt"))) <= 10_000  # stopped at the cap, not after the whole archive
+
+
+def test_the_member_cap_is_settable(tmp_path):
+    archive = write(tmp_path / "few.tar.gz", tar_bytes({f"a/{i}.txt": b"x" for i in range(5)}))
+    with pytest.raises(ArchiveTooLarge, match=r"more than 4 members \(--max-members / \$DATASETS_PREPARE_MAX_MEMBERS\)"):
+        extract(archive, str(tmp_path / "a"), progress=False,
+                limits=ExpansionLimits.from_env(environ={"DATASETS_PREPARE_MAX_MEMBERS": "4"}))
+    extract(archive, str(tmp_path / "b"), progress=False, limits=ExpansionLimits.from_env(members="5", environ={}))
+    assert len(list((tmp_path / "b").rglob("*.txt"))) == 5
+    assert ExpansionLimits.from_env(members="none", environ={}).members == math.inf
+    with pytest.raises(ValueError, match="member count"):
+        ExpansionLimits.from_env(members="0", environ={})

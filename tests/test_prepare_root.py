@@ -33,3 +33,23 @@ def test_a_read_only_root(tmp_path):
     result = run_command(read_only(root, prepare("dtd", "--root", root)), check=False)
     assert_one_error_line(result, f"cannot write to --root {root}: Read-only file system. Preparing a dataset "
                                   "writes there")
+
+
+def test_a_split_file_above_the_cap_is_refused_unread_by_training_and_by_the_check(tmp_path):
+    """The cap is settable ($DATASETS_MAX_SPLIT_SIZE); a valid split file above it is refused in one line naming it,
+    where it used to be parsed whatever its size (``--check`` said "ok")."""
+    from fixtures import pets_setup, tiny_overrides
+
+    root, clip_file = pets_setup(tmp_path)
+    split = root / "oxford_pets" / "split_zhou_OxfordPets.json"
+    assert split.stat().st_size > 1024
+    env = {"DATASETS_MAX_SPLIT_SIZE": "1K"}
+    train = [sys.executable, "train.py", "--trainer", "CoOp", "--config-file", "configs/trainers/CoOp/vit_b16.yaml",
+             "--dataset-config-file", "configs/datasets/oxford_pets.yaml", "--root", root,
+             "--output-dir", tmp_path / "out", *tiny_overrides(clip_file, epochs=1)]
+    result = run_command(train, env=env, check=False)
+    assert_one_error_line(result, f"Split file {split} is ")
+    assert "above the cap on split files of 1.0 KiB ($DATASETS_MAX_SPLIT_SIZE)" in result.stderr
+    checked = run_command(prepare("oxford_pets", "--check", "--root", root), env=env, check=False)
+    assert checked.returncode == 1 and "above the cap on split files" in checked.stdout + checked.stderr
+    assert run_command(prepare("oxford_pets", "--check", "--root", root), check=False).returncode == 0

@@ -22,6 +22,7 @@ from .sources import SOURCES
 from .unpack import (
     DEFAULT_MAX_RATIO,
     DEFAULT_MAX_SIZE,
+    MEMBERS_ENV,
     RATIO_ENV,
     SIZE_ENV,
     BrokenArchiveError,
@@ -58,6 +59,9 @@ def build_parser():
     parser.add_argument("--max-expand-size", metavar="SIZE",
                         help="refuse an archive that would write more than SIZE, e.g. 500G (default: "
                              f"${SIZE_ENV}, else {human(DEFAULT_MAX_SIZE)}; 'none': no limit)")
+    parser.add_argument("--max-members", metavar="N",
+                        help=f"refuse an archive of more than N members (default: ${MEMBERS_ENV}, else one per KiB of "
+                             "the archive and at least 10,000; 'none': no limit)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("--list", action="store_true", help="print the source table for the named datasets and exit")
     return parser
@@ -214,9 +218,10 @@ def main(argv=None, gdrive=None, sources=None, log=print):
     sources = SOURCES if sources is None else sources
     classes = dataset_classes()
     try:
-        args.limits = ExpansionLimits.from_env(args.max_expand_ratio, args.max_expand_size)
+        args.limits = ExpansionLimits.from_env(args.max_expand_ratio, args.max_expand_size, members=args.max_members)
     except ValueError as err:
-        parser.error(f"{err} (from --max-expand-ratio / --max-expand-size or ${RATIO_ENV} / ${SIZE_ENV})")
+        parser.error(f"{err} (from --max-expand-ratio / --max-expand-size / --max-members or ${RATIO_ENV} / "
+                     f"${SIZE_ENV} / ${MEMBERS_ENV})")
     names = resolve_names(parser, args.names, classes, args.check or args.list)
     unknown = [name for name in names if name not in sources]
     if unknown:

@@ -12,7 +12,6 @@ disk) are not mistaken for a damaged archive.
 """
 import gzip
 import json
-import math
 import os
 import re
 import shutil
@@ -24,6 +23,19 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from tqdm import tqdm
+
+from ..limits import (  # noqa: F401  (the caps' names are also read from here)
+    DEFAULT_MAX_RATIO,
+    DEFAULT_MAX_SIZE,
+    MEMBERS_ENV,
+    RATIO_ENV,
+    SIZE_ENV,
+    default_max_members,
+    human,
+    parse_count,
+    parse_ratio,
+    parse_size,
+)
 
 try:
     from lzma import LZMAError
@@ -96,71 +108,28 @@ def open_tar(label, path=None, **kwargs):
         return tarfile.open(tarinfo=WholeTarInfo, **kwargs)
 
 
-# ----- how much an archive may write -----
-# The defaults. The table's archives hold images (JPEG / PNG, already compressed) and a few text files, so each
-# writes about its own size: ~1x for the tars, ~2x for caltech-101.zip counting its inner tar.gz. A ratio of 20
-# leaves room for archives of annotations and text, while deflate reaches ~1000:1 on repeated bytes: a 300 KB
-# archive may write 6 MB, not 300 MB. The absolute cap is above the largest archive, ILSVRC2012_img_train.tar
-# (138 GB, ratio ~1), whose classes come to ~140 GB. Both are overridden by --max-expand-ratio / --max-expand-size
-# or the environment variables below; "none" lifts a cap.
-DEFAULT_MAX_RATIO = 20.0
-DEFAULT_MAX_SIZE = 256 << 30  # 256 GiB
-RATIO_ENV = "DATASETS_PREPARE_MAX_RATIO"
-SIZE_ENV = "DATASETS_PREPARE_MAX_SIZE"
-_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
-
-
-def parse_ratio(text):
-    """A positive number, or "none" (no cap); ValueError otherwise."""
-    text = str(text).strip().lower()
-    if text in ("none", "inf"):
-        return math.inf
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not value > 0 or math.isinf(value):
-        raise ValueError(f"expansion ratio {text!r}: give a positive number (e.g. 20) or 'none'")
-    return value
-
-
-def parse_size(text):
-    """Bytes from "500G", "64M", "1.5T", "1000000" (K/M/G/T are powers of 1024), or "none" (no cap)."""
-    text = str(text).strip().lower()
-    if text in ("none", "inf"):
-        return math.inf
-    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?", text)
-    if not match or not float(match.group(1)) > 0:
-        raise ValueError(f"expansion size {text!r}: give a size such as 500G, 64M or 1000000 (bytes), or 'none'")
-    return int(float(match.group(1)) * _UNITS[match.group(2)])
-
-
-def human(size):
-    if math.isinf(size):
-        return "no limit"
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024:
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.1f} TiB"
-
-
+# ----- how much an archive may write (the caps themselves: datasets/limits.py) -----
 @dataclass(frozen=True)
 class ExpansionLimits:
-    """How much one archive may write: at most ``ratio`` times its own size and at most ``size`` bytes."""
+    """How much one archive may write: at most ``ratio`` times its own size, at most ``size`` bytes, and at most
+    ``members`` members (None: one per KiB of the archive, ``limits.default_max_members``)."""
 
     ratio: float = DEFAULT_MAX_RATIO
     size: float = DEFAULT_MAX_SIZE
+    members: float = None
 
     @classmethod
-    def from_env(cls, ratio=None, size=None, environ=None):
-        """The limits from ``ratio`` / ``size`` (an option's text) where given, else from $DATASETS_PREPARE_MAX_RATIO /
-        $DATASETS_PREPARE_MAX_SIZE, else the defaults; ValueError naming the bad value."""
+    def from_env(cls, ratio=None, size=None, environ=None, members=None):
+        """The limits from ``ratio`` / ``size`` / ``members`` (an option's text) where given, else from
+        $DATASETS_PREPARE_MAX_RATIO / $DATASETS_PREPARE_MAX_SIZE / $DATASETS_PREPARE_MAX_MEMBERS, else the
+        defaults; ValueError naming the bad value."""
         environ = os.environ if environ is None else environ
         ratio = ratio if ratio is not None else environ.get(RATIO_ENV) or None
         size = size if size is not None else environ.get(SIZE_ENV) or None
+        members = members if members is not None else environ.get(MEMBERS_ENV) or None
         return cls(DEFAULT_MAX_RATIO if ratio is None else parse_ratio(ratio),
-                   DEFAULT_MAX_SIZE if size is None else parse_size(size))
+                   DEFAULT_MAX_SIZE if size is None else parse_size(size),
+                   None if members is None else parse_count(members))
 
 
 class Budget:
@@ -175,7 +144,10 @@ class Budget:
         self.limit = min(by_ratio, limits.size)
         self.reason = (f"{limits.ratio:g} times its size of {human(self.archive_size)}" if by_ratio <= limits.size
                        else "the absolute cap")
-        self.declared = self.written = 0
+        self.declared = self.written = self.members = 0
+        self.max_members = default_max_members(self.archive_size) if limits.members is None else limits.members
+        self.members_reason = ("one per KiB of the archive" if limits.members is None
+                               else f"--max-members / ${MEMBERS_ENV}")
 
     def _refuse(self, what):
         raise ArchiveTooLarge(
@@ -183,6 +155,16 @@ class Budget:
             "(nothing of it is placed). If you trust it, raise the cap with --max-expand-ratio / --max-expand-size "
             f"(or ${RATIO_ENV} / ${SIZE_ENV}); 'none' lifts it."
         )
+
+    def count(self, number, member=None):
+        """Count ``number`` members (the next one, named ``member``, or all of a zip's at once)."""
+        self.members += number
+        if self.members > self.max_members:
+            where = f", up to {member!r}" if member else ""
+            raise ArchiveTooLarge(
+                f"{self.label} holds more than {self.max_members:,} members ({self.members_reason}){where}. The "
+                "archive is refused (nothing of it is placed). If you trust it, raise the cap with --max-members "
+                f"(or ${MEMBERS_ENV}); 'none' lifts it.")
 
     def declare(self, size, member=None):
         """Count ``size`` bytes announced by ``member`` (None: by all the members, declared at once)."""
@@ -242,6 +224,7 @@ def extract_tar_stream(tar, dest, archive, budget):
             member = next(members, None)
         if member is None:
             return
+        budget.count(1, member.name)
         target = member_target(dest, member.name, archive)
         if member.isdir():
             os.makedirs(target, exist_ok=True)
@@ -273,6 +256,7 @@ def _extract_zip(archive, dest, label, budget, progress):
                 how = "encrypted" if info.flag_bits & 0x1 else f"compressed with method {info.compress_type}"
                 raise LayoutMismatch(f"{label}: member {info.filename!r} is {how}, which Python's zipfile cannot "
                                      "read. Extract the archive with another tool and lay it out by hand.")
+        budget.count(len(infos))
         budget.declare(sum(info.file_size for info in infos if not info.is_dir()))
         for info in tqdm(infos, desc=f"extracting {label}", unit="file", disable=not progress):
             target = member_target(dest, info.filename, label)
