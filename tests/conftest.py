@@ -22,6 +22,14 @@ if HAVE_DASSL:
     datasets.register_with_dassl()
 
 
+@pytest.fixture(scope="session")
+def world_env(tmp_path_factory):
+    """DATA and OUTPUT shared by the tests that run the scripts on the generated world: its images are generated
+    once, and a run one test made (same command, same overrides) is found finished by the next."""
+    root = tmp_path_factory.mktemp("world")
+    return {"DATA": str(root / "data"), "OUTPUT": str(root / "output")}
+
+
 def pytest_collection_modifyitems(config, items):
     if HAVE_DASSL:
         return

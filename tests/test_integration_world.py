@@ -12,12 +12,6 @@ from fixtures import REPO, run_command, run_script
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def world_env(tmp_path_factory):
-    root = tmp_path_factory.mktemp("world")
-    return {"DATA": str(root / "data"), "OUTPUT": str(root / "output")}
-
-
 def read_record(folder):
     with open(os.path.join(folder, "results.json")) as handle:
         return json.load(handle)
@@ -84,7 +78,7 @@ def test_suite_command_end_to_end(world_env, tmp_path):
     # runs are not started again, the broken one is named with its log, the exit status says so.
     finished = os.path.join(runs, "base2new/train_base/world_shapes/shots_2/CoOp/world/seed1/results.json")
     written = os.stat(finished).st_mtime_ns
-    os.makedirs(os.path.join(world_env["DATA"], "world_signs", "junk"))
+    os.makedirs(os.path.join(world_env["DATA"], "world_signs", "junk"), exist_ok=True)  # shared DATA
     again = run_command(command[:7] + ["world_signs"] + command[7:-5] + ["--workers", "2"] + command[-5:], env=env,
                         check=False)
     assert again.returncode == 1

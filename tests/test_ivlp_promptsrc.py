@@ -591,9 +591,10 @@ def test_published_averages_are_the_readme_s_with_their_source():
 
 # ----------------------------------------------------------------------------- one short run per trainer
 @pytest.fixture(scope="module")
-def world_env(tmp_path_factory):
-    root = tmp_path_factory.mktemp("ivlp_promptsrc_world")
-    return {"DATA": str(root / "data"), "OUTPUT": str(root / "output"), "SHOTS": "2"}
+def runs_env(world_env, tmp_path_factory):
+    """The session's generated world (made once for every test that needs it), runs of its own."""
+    return {"DATA": world_env["DATA"], "OUTPUT": str(tmp_path_factory.mktemp("ivlp_promptsrc") / "output"),
+            "SHOTS": "2"}
 
 
 def read_json(path):
@@ -617,15 +618,15 @@ def load_checkpoint(folder, epoch):
 
 @pytest.mark.integration
 @pytest.mark.parametrize("trainer", ["IVLP", "PromptSRC"])
-def test_base_to_new_on_the_world(world_env, trainer):
+def test_base_to_new_on_the_world(runs_env, trainer):
     overrides = RUNS[trainer]
     epochs = int(overrides[1])
-    run_script("base2new_train.sh", ["world", 1, trainer], overrides, env=world_env)
-    run_script("base2new_test.sh", ["world", 1, trainer], overrides, env=world_env)
+    run_script("base2new_train.sh", ["world", 1, trainer], overrides, env=runs_env)
+    run_script("base2new_test.sh", ["world", 1, trainer], overrides, env=runs_env)
     common = f"world/shots_2/{trainer}/world/seed1"
-    train_dir = os.path.join(world_env["OUTPUT"], "base2new", "train_base", common)
+    train_dir = os.path.join(runs_env["OUTPUT"], "base2new", "train_base", common)
     base = read_json(os.path.join(train_dir, "results.json"))
-    new = read_json(os.path.join(world_env["OUTPUT"], "base2new", "test_new", common, "results.json"))
+    new = read_json(os.path.join(runs_env["OUTPUT"], "base2new", "test_new", common, "results.json"))
     assert (base["trainer"], base["config"], base["subsample"], base["epoch"]) == (trainer, "world", "base", epochs)
     assert (new["subsample"], new["eval_only"], new["epoch"]) == ("new", True, epochs)
     assert base["num_classes"] == new["num_classes"] == 20

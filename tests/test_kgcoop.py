@@ -310,8 +310,8 @@ def test_the_configs_merge_into_the_trainer_node():
 
 # ----- one short run of the protocol scripts -----
 @pytest.mark.integration
-def test_base_to_new_on_the_world(tmp_path):
-    env = {"DATA": str(tmp_path / "data"), "OUTPUT": str(tmp_path / "output"), "SHOTS": "2"}
+def test_base_to_new_on_the_world(tmp_path, world_env):
+    env = {"DATA": world_env["DATA"], "OUTPUT": str(tmp_path / "output"), "SHOTS": "2"}  # the session's world
     quick = ["OPTIM.MAX_EPOCH", "1", "OPTIM.WARMUP_EPOCH", "0"]
     run_script("base2new_train.sh", ["world", 1, "KgCoOp"], quick, env=env)
     run_script("base2new_test.sh", ["world", 1, "KgCoOp"], quick, env=env)

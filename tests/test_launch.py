@@ -155,10 +155,11 @@ def test_the_lock_names_its_holder_and_is_released_when_the_holder_dies(tmp_path
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
+def world(tmp_path_factory, world_env):
     root = tmp_path_factory.mktemp("launch")
     # One torch thread everywhere: the sequential scripts, the pool's workers and the SLURM jobs compute alike.
-    return {**os.environ, "DATA": str(root / "data"), "OUTPUT": str(root / "output"), "SHOTS": "2",
+    # The datasets are the session's (generated once); the runs are this module's.
+    return {**os.environ, "DATA": world_env["DATA"], "OUTPUT": str(root / "output"), "SHOTS": "2",
             "DATASETS": "world_shapes world_counts", "SEEDS": "1 2", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 

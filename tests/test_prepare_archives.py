@@ -297,7 +297,7 @@ def test_damaged_imagenet_archives_are_named_with_their_path_and_leave_no_partia
 @pytest.fixture
 def world():
     pytest.importorskip("dassl")
-    from test_prepare_cli import FakeWorld
+    from fake_sources import FakeWorld
 
     with ArchiveServer() as server:
         yield FakeWorld(server)

@@ -1,124 +1,58 @@
 """``python -m datasets.prepare`` end to end, with real dataset modules (Dassl) and fake archives shaped as the
-source table says, served on 127.0.0.1; Google Drive is replaced by an in-memory downloader."""
+source table says, served on 127.0.0.1 (``fake_sources``); Google Drive is replaced by an in-memory downloader.
+The tests of the entry point itself run it in a fresh interpreter; the others call ``main`` here, for speed."""
 import dataclasses
 import json
 import os
 import re
+import subprocess
+import sys
 
 import pytest
 
 pytest.importorskip("dassl")
 
-from archive_server import ArchiveServer, archive_bytes, md5  # noqa: E402
+from archive_server import ArchiveServer, md5  # noqa: E402
+from fake_sources import CLASSES, REPO, FakeWorld, prepare_in_subprocess  # noqa: E402
 from test_prepare_ilsvrc import LEAF_IDS, expected_val_layout, fake_devkit, fake_train_tar, fake_val_tar  # noqa: E402
 
 from datasets.imagenet import ImageNet  # noqa: E402
-from datasets.imagenet_variants import ImageNetV2, ImageNetVariant  # noqa: E402
 from datasets.prepare.cli import main  # noqa: E402
-from datasets.prepare.fetch import DownloadError  # noqa: E402
 from datasets.prepare.layout import CONFIG_DIR, dataset_classes, layout_attributes  # noqa: E402
-from datasets.prepare.sources import GDRIVE, SOURCES  # noqa: E402
+from datasets.prepare.sources import SOURCES  # noqa: E402
 
-CLASSES = dataset_classes()
 AUTOMATED = sorted(name for name, recipe in SOURCES.items() if not recipe.manual)
-
-
-# ----- a tiny world: the layout files a dataset must end with, and archives that hold them -----
-def dataset_files(cls):
-    """``({path in the dataset folder: bytes}, {Google Drive id: bytes}, number of images)`` for a tiny dataset
-    in the layout ``cls`` reads; the split file / classnames.txt are what the module's ids fetch."""
-    files, gdrive = {}, {}
-    if cls.__name__ == "FGVCAircraft":
-        variants = ["707-320", "A300B4"]
-        files["variants.txt"] = "\n".join(variants).encode() + b"\n"
-        for split_index, split in enumerate(("train", "val", "test")):
-            lines = []
-            for label, variant in enumerate(variants):
-                image_id = f"{split_index}{label}00"
-                files[f"{cls.image_dir}/{image_id}.jpg"] = image_id.encode()
-                lines.append(f"{image_id} {variant}")
-            files[f"images_variant_{split}.txt"] = ("\n".join(lines) + "\n").encode()
-        return files, gdrive, 6
-    if issubclass(cls, ImageNetVariant):
-        wnids = list(LEAF_IDS.values())
-        gdrive[ImageNet.classnames_file_id] = "".join(f"{wnid} class {wnid}\n" for wnid in wnids).encode()
-        folders = [str(label) for label in range(len(wnids))] if cls is ImageNetV2 else wnids
-        for folder in folders:
-            for k in range(2):
-                files[os.path.join(cls.image_dir, folder, f"{k}.jpg")] = f"{folder}{k}".encode()
-        return files, gdrive, len(folders) * 2
-    split = {}
-    for name, count in (("train", 3), ("val", 1), ("test", 2)):
-        split[name] = []
-        for label, classname in enumerate(["alpha", "beta"]):
-            for k in range(count):
-                relative = f"{classname}/{name}_{k}.jpg"
-                files[os.path.join(cls.image_dir, relative)] = relative.encode()
-                split[name].append([relative, label, classname])
-    gdrive[cls.split_file_id] = json.dumps(split).encode()
-    return files, gdrive, 12
-
-
-def archive_members(places, files, attributes):
-    """What an archive must hold so that ``places`` put ``files`` where they belong."""
-    members = {}
-    for place in places:
-        if place.unpack:
-            members[place.member] = archive_bytes(place.member, archive_members(place.unpack, files, attributes))
-            continue
-        target = place.target.format(**attributes)
-        chosen = {path: data for path, data in files.items()
-                  if target == "" or path == target or path.startswith(target + "/")}
-        members[f"{place.member}/README.txt"] = b"not part of the layout's images"
-        members[os.path.join(os.path.dirname(place.member), "outside.txt")] = b"beside the member: not placed"
-        for path, data in chosen.items():
-            members[f"{place.member}/{path if target == '' else os.path.relpath(path, target)}"] = data
-    return members
-
-
-class FakeWorld:
-    """Serves the fake files of the datasets it is given; counts what it is asked for."""
-
-    def __init__(self, server):
-        self.server = server
-        self.gdrive_files, self.gdrive_calls, self.images = {}, [], {}
-
-    def gdrive(self, file_id, output, progress):
-        self.gdrive_calls.append(file_id)
-        if file_id not in self.gdrive_files:
-            raise DownloadError(f"no such file {file_id}")
-        with open(output, "wb") as handle:
-            handle.write(self.gdrive_files[file_id])
-
-    def recipe(self, name):
-        """The table's recipe for ``name`` with each download replaced by a fake of the same shape."""
-        cls, recipe = CLASSES[name], SOURCES[name]
-        files, gdrive, count = dataset_files(cls)
-        self.gdrive_files.update(gdrive)
-        self.images[name] = count
-        downloads = []
-        for download in recipe.downloads:
-            if download.places:
-                data = archive_bytes(download.name, archive_members(download.places, files, layout_attributes(cls)))
-            else:
-                data = b"plain file " + download.name.encode()
-            sources = []
-            for index, source in enumerate(download.sources):
-                if source.startswith(GDRIVE):
-                    self.gdrive_files[source[len(GDRIVE):]] = data
-                    sources.append(source)
-                else:
-                    self.server.files[f"{name}/{index}/{download.name}"] = data
-                    sources.append(self.server.url(f"{name}/{index}/{download.name}"))
-            downloads.append(dataclasses.replace(download, sources=tuple(sources), md5=md5(data), sha256=None))
-        expected = count if recipe.expected_images is not None else None
-        return dataclasses.replace(recipe, downloads=tuple(downloads), expected_images=expected)
 
 
 @pytest.fixture
 def world():
     with ArchiveServer() as server:
         yield FakeWorld(server)
+
+
+# ----- the entry point, in a fresh interpreter as a user runs it -----
+def test_the_commands_on_an_empty_root_report_what_is_missing_without_a_traceback(tmp_path):
+    root = tmp_path / "empty"
+    check = subprocess.run([sys.executable, "-m", "datasets.prepare", "--check", "--root", str(root)], cwd=REPO,
+                           capture_output=True, text=True, timeout=600)
+    assert check.returncode == 1, check.stderr
+    assert "Traceback" not in check.stderr
+    assert table_row(check.stdout, "oxford_pets").split()[:2] == ["oxford_pets", "missing"]
+    assert "Not prepared yet: python -m datasets.prepare caltech101 dtd" in check.stdout
+    assert not root.exists()  # --check creates nothing
+
+
+def test_the_entry_point_prepares_from_the_fake_archives(tmp_path, world):
+    names = ["oxford_pets", "dtd", "eurosat"]
+    sources = {name: world.recipe(name) for name in names}
+    root = tmp_path / "data"
+    done = prepare_in_subprocess(world, sources, [*names, "--root", str(root), "--no-progress"], tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    for name in names:
+        assert f"{world.images[name]} / {world.images[name]}" in table_row(done.stdout, name)
+    check = prepare_in_subprocess(world, sources, ["--check", *names, "--root", str(root)], tmp_path)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert [table_row(check.stdout, name).split()[1] for name in names] == ["ok"] * 3
 
 
 def run(root, world, sources, *args):

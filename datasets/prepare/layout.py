@@ -17,9 +17,12 @@ CONFIG_DIR = os.path.join(REPO, "configs", "datasets")
 def dataset_classes(include_generated=False):
     """``{config name: dataset class}`` for every ``configs/datasets/<name>.yaml`` of a dataset that comes from
     elsewhere (the generated embedded-world datasets have nothing to download or prepare)."""
-    from dassl.data.datasets import DATASET_REGISTRY
+    import datasets
 
-    import datasets  # noqa: F401  (registers the dataset modules)
+    # The registry is lazy: this entry point (``python -m datasets.prepare``) registers the modules itself rather
+    # than trusting a caller to have done it.
+    datasets.register_with_dassl()
+    from dassl.data.datasets import DATASET_REGISTRY
 
     classes = {}
     for path in sorted(glob.glob(os.path.join(CONFIG_DIR, "*.yaml"))):
