@@ -1,0 +1,52 @@
+"""scripts/calibrate_world.py, run as a user runs it: its zero-shot row is the shipped CLIP's recorded accuracy, and
+its KgCoOp with W 0 is its CoOp (the two share the loop; only the knowledge term tells them apart)."""
+import json
+import os
+import re
+import sys
+
+from fixtures import REPO, run_command
+
+REPORT = os.path.join(REPO, "trainers", "pretrained", "world_clip.json")
+QUICK = ["--datasets", "world_shapes", "--seeds", "1", "--shots", "2", "--epochs", "2", "--threads", "1"]
+
+
+def table_rows(stdout):
+    """``{trainer: [base, new, HM, base - ZS, new - ZS]}`` of the printed table."""
+    rows = {}
+    for line in stdout.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 9 and re.fullmatch(r"[+-]?\d+\.\d+", cells[2]):
+            rows[cells[1]] = [float(c) for c in cells[2:7]]
+    return rows
+
+
+def test_zero_shot_row_is_the_recorded_accuracy_and_kgcoop_without_its_term_is_coop():
+    result = run_command([sys.executable, "scripts/calibrate_world.py", *QUICK, "--image-seed", "0",
+                          "--kg-weight", "0"])
+    rows = table_rows(result.stdout)
+    with open(REPORT) as handle:
+        recorded = json.load(handle)["zero_shot"]["world_shapes"]
+    # 500 test images per half: the two image encoders' paths may round a couple of images the other way.
+    assert abs(rows["ZeroshotCLIP"][0] - recorded["base"]) <= 0.5
+    assert abs(rows["ZeroshotCLIP"][1] - recorded["new"]) <= 0.5
+    assert rows["ZeroshotCLIP"][3:] == [0.0, 0.0]
+    assert rows["KgCoOp"] == rows["CoOp"]
+    assert rows["CoOp"][3] == round(rows["CoOp"][0] - rows["ZeroshotCLIP"][0], 2)
+
+
+def test_the_knowledge_term_keeps_the_class_features_near_the_hand_crafted_ones():
+    # world_signs: under its warm light the context moves far (on world_shapes it hardly moves at all).
+    result = run_command([sys.executable, "scripts/calibrate_world.py", "--datasets", "world_signs", "--seeds", "1",
+                          "--shots", "4", "--epochs", "10", "--lr", "0.05", "--threads", "1",
+                          "--trainers", "CoOp", "KgCoOp"])
+    cosines = {line.split("|")[2].strip(): float(line.split("|")[8]) for line in result.stdout.splitlines()
+               if line.startswith("| world_signs |")}
+    assert cosines["CoOp"] < 0.9 < cosines["KgCoOp"]
+
+
+def test_unknown_or_test_only_datasets_are_one_line_and_exit_2():
+    for dataset, message in (("world_shape", "unknown world dataset"), ("world_sketch", "no training images")):
+        result = run_command([sys.executable, "scripts/calibrate_world.py", "--datasets", dataset], check=False)
+        assert result.returncode == 2
+        assert message in result.stderr and "Traceback" not in result.stderr
