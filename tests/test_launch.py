@@ -64,32 +64,62 @@ def test_a_pool_that_cannot_run_is_refused(argv, message):
         launch.execute([], [], {}, None, launch.build_parser().parse_args(["base2new", *argv]))
 
 
-def test_slurm_jobs_use_the_cpus_they_ask_for(monkeypatch, tmp_path):
+def test_slurm_jobs_use_the_cpus_they_ask_for_and_get_the_chosen_environment(monkeypatch, tmp_path):
     """The localhost cluster binds no CPUs (``TaskPlugin=task/none``), nor do many clusters: a job's torch would
-    otherwise start one thread per core of the node."""
+    otherwise start one thread per core of the node. A job gets the scripts' variables, not the whole shell."""
     submitted = []
 
     class Executor:
-        def __init__(self, folder, cluster):
-            pass
+        def __init__(self, folder, cluster, **params):
+            self.defaults = params
 
         def update_parameters(self, **params):
             self.params = params
 
         def submit(self, job):
-            submitted.append((self.params, job))
-            return types.SimpleNamespace(job_id=str(len(submitted)))
+            submitted.append(({**self.defaults, **self.params}, job))
+            folder = tmp_path / str(len(submitted))
+            paths = types.SimpleNamespace(stderr=folder / "err", result_pickle=folder / "result.pkl")
+            return types.SimpleNamespace(job_id=str(len(submitted)), paths=paths)
 
     monkeypatch.setitem(sys.modules, "submitit", types.SimpleNamespace(AutoExecutor=Executor))
+    monkeypatch.setattr(launch, "check_request", lambda args: "debug")
+    monkeypatch.setattr(launch, "slurm_jobs", lambda ids: {})
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    args = launch.build_parser().parse_args(["base2new", "--backend", "slurm", "--cpus-per-run", "3"])
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "7")
+    args = launch.build_parser().parse_args(["base2new", "--backend", "slurm", "--cpus-per-run", "3",
+                                             "--max-requeues", "5", "--signal-lead", "120", "--env", "MINE",
+                                             "--sbatch", "reservation=r1", "--sbatch", "hold", "--qos", "low"])
     runs = launch.expand("base2new", ["CoOp"], "", {"DATASETS": "dtd", "SEEDS": "1"})
     for run in runs:
         run.dir = str(tmp_path / run.name)
-    launch.run_slurm(runs, [], {"DATA": "d"}, launch.Ledger(str(tmp_path), "base2new"), args)
+    env = {"DATA": "d", "MINE": "x", "CUDA_VISIBLE_DEVICES": "7", "TMPDIR": "/scratch"}
+    launch.run_slurm(runs, [], env, launch.Ledger(str(tmp_path), "base2new"), args)
     assert [params["cpus_per_task"] for params, _ in submitted] == [3, 3]
-    assert [job.env for _, job in submitted] == [{"DATA": "d", "OMP_NUM_THREADS": "3", "MKL_NUM_THREADS": "3"}] * 2
-    assert submitted[1][0]["slurm_additional_parameters"] == {"dependency": "afterok:1", "kill-on-invalid-dep": "yes"}
+    assert [job.env for _, job in submitted] == [{"DATA": "d", "MINE": "x", "OMP_NUM_THREADS": "3",
+                                                  "MKL_NUM_THREADS": "3"}] * 2
+    assert submitted[0][1].dropped["CUDA_VISIBLE_DEVICES"] == "7"  # the shell's value is dropped in the job
+    params = submitted[1][0]
+    assert params["slurm_additional_parameters"] == {"reservation": "r1", "hold": True, "qos": "low",
+                                                     "dependency": "afterok:1", "kill-on-invalid-dep": "yes"}
+    assert (params["slurm_max_num_timeout"], params["slurm_signal_delay_s"]) == (5, 120)
+
+
+def test_a_job_s_script_gets_the_chosen_variables_and_what_the_job_itself_set(monkeypatch, tmp_path):
+    seen = tmp_path / "env.json"
+    job = launch.ScriptJob([sys.executable, "-c", f"import json, os; json.dump(dict(os.environ), open({str(seen)!r}, 'w'))"],
+                           {"DATA": "d"}, str(tmp_path), {"CUDA_VISIBLE_DEVICES": "7", "TMPDIR": "/shell"})
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "7")  # copied from the submitting shell by sbatch: dropped
+    monkeypatch.setenv("TMPDIR", "/job")  # set in the job (a --setup line, SLURM): kept
+    job()
+    got = json.loads(seen.read_text())
+    assert got["DATA"] == "d" and got["TMPDIR"] == "/job" and "CUDA_VISIBLE_DEVICES" not in got
+
+
+def test_a_run_stopped_by_its_time_limit_too_often_says_to_raise_the_time(tmp_path):
+    log = tmp_path / "err"
+    log.write_text("submitit.core.utils.UncompletedJobError: Job not requeued because: timed-out too many times.\n")
+    assert "hint: raise --time" in launch.last_error_line(str(log))
 
 
 def test_a_launch_asks_the_registry_once_per_question_and_gets_the_same_folders(tmp_path):
@@ -275,18 +305,55 @@ def test_status_reports_held_failed_blocked_and_missing_runs(world):
         assert direct.returncode == runlock.LOCKED_EXIT_STATUS
         assert f"is being written by process {os.getpid()}" in direct.stderr
         assert not os.path.exists(folder) or os.listdir(folder) == []  # nothing read or written there
-        bad = [*QUICK, "OPTIM.LR", "-1"]  # seed 3 fails (a config error); seed 4 is held
+        bad = [*QUICK, "OPTIM.LR", "-1.0"]  # seed 3 fails (a value train.py refuses); seed 4 is held
         failed = launch_command(["base2new", "CoOp", *bad], env)
         assert failed.returncode == 1 and "OPTIM.LR" in failed.stderr
         status = launch_command(["base2new", "CoOp", "--status", *bad], env)
     finally:
         lock.close()
     out = status.stdout
-    assert "failed    CoOp.train_base.world_shapes.seed3" in out and "last error: error:" in out
-    assert "blocked   CoOp.test_new.world_shapes.seed3" in out
-    assert f"running   CoOp.train_base.world_shapes.seed4  (process {os.getpid()}" in out
-    assert "pending   CoOp.test_new.world_shapes.seed4" in out
-    assert "0 finished, 1 running, 1 failed, 1 blocked, 1 pending (of 4 runs)" in out
+    assert status.returncode == 1  # not every run finished
+    assert "failed      CoOp.train_base.world_shapes.seed3" in out and "last error: error:" in out
+    assert "blocked     CoOp.test_new.world_shapes.seed3  (by CoOp.train_base.world_shapes.seed3 (failed))" in out
+    assert f"running     CoOp.train_base.world_shapes.seed4  (process {os.getpid()}" in out
+    assert "not started CoOp.test_new.world_shapes.seed4" in out
+    assert "0 finished, 1 running, 1 failed, 1 blocked, 1 not started (of 4 runs)" in out
+    assert "next: rerun the same launch command" in out
+
+
+@pytest.mark.integration
+def test_a_launch_that_finds_a_run_written_by_another_process_does_not_say_all_is_well(world):
+    """Two launches at once: the second leaves the first one's run to it and cannot start that run's test; it says
+    so and exits non-zero, without the tables hint."""
+    env = {**world, "OUTPUT": world["OUTPUT"] + "_busy", "DATASETS": "world_shapes", "SEEDS": "6"}
+    folder = os.path.join(env["OUTPUT"], "base2new/train_base/world_shapes/shots_2/CoOp/world/seed6")
+    lock = runlock.acquire(folder)
+    try:
+        result = launch_command(["base2new", "CoOp", *QUICK], env)
+    finally:
+        lock.close()
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "0 finished, 1 running, 1 blocked (of 2 runs)" in result.stdout and "Tables" not in result.stdout
+    assert "blocked     CoOp.test_new.world_shapes.seed6  (by CoOp.train_base.world_shapes.seed6 (running))" in \
+        result.stderr
+
+
+@pytest.mark.integration
+def test_a_dry_run_refuses_a_mistyped_override_and_a_status_keeps_the_launch_s_registry_answers(world):
+    env = {**world, "OUTPUT": world["OUTPUT"] + "_dry", "DATASETS": "world_shapes", "SEEDS": "1"}
+    dry = launch_command(["base2new", "CoOp", "--dry-run", "--", "OPTIM.MAX_EPOCHS", "1"], env)
+    assert dry.returncode == 2 and "Traceback" not in dry.stderr
+    assert dry.stderr.startswith("error: the overrides after --:") and "OPTIM.MAX_EPOCH" in dry.stderr
+    assert len(dry.stderr.strip().splitlines()) == 1
+    answers = os.path.join(env["OUTPUT"], "launch", "base2new", "registry_answers.tsv")
+    os.makedirs(os.path.dirname(answers), exist_ok=True)
+    with open(answers, "w") as handle:
+        handle.write("a running launch's answer\n")
+    status = launch_command(["base2new", "CoOp", "--status", *QUICK], env)
+    assert "not started CoOp.train_base.world_shapes.seed1" in status.stdout, status.stderr
+    assert open(answers).read() == "a running launch's answer\n"
+    assert os.listdir(os.path.dirname(answers)) == ["registry_answers.tsv", "logs"] or \
+        sorted(os.listdir(os.path.dirname(answers))) == ["logs", "registry_answers.tsv"]  # its own answers removed
 
 
 @pytest.fixture(scope="module")
