@@ -2,6 +2,7 @@
 one writer per run folder (common/runlock.py), the status report, and the resolved config.yaml of each run."""
 import json
 import os
+import re
 import subprocess
 import sys
 import types
@@ -358,8 +359,15 @@ def test_a_dry_run_refuses_a_mistyped_override_and_a_status_keeps_the_launch_s_r
 
 @pytest.fixture(scope="module")
 def slurm(tmp_path_factory):
+    import socket
+
     state = tmp_path_factory.mktemp("slurm")
-    env = {**os.environ, "SLURMCTLD_PORT": "6917", "SLURMD_PORT": "6918"}
+    ports = []
+    for _ in range(2):  # free ports: another cluster on this machine (another test session's) keeps its own
+        with socket.socket() as probe:
+            probe.bind(("", 0))
+            ports.append(str(probe.getsockname()[1]))
+    env = {**os.environ, "SLURMCTLD_PORT": ports[0], "SLURMD_PORT": ports[1]}
     started = subprocess.run(["bash", "scripts/slurm_localhost.sh", "start", str(state)], cwd=REPO, env=env,
                              capture_output=True, text=True)
     if started.returncode == 3:
@@ -370,6 +378,12 @@ def slurm(tmp_path_factory):
     subprocess.run(["bash", "scripts/slurm_localhost.sh", "stop", str(state)], cwd=REPO)
 
 
+def job_history(output):
+    """The launch's job history: every submission, in order."""
+    with open(os.path.join(output, "launch", "base2new", "slurm_jobs.jsonl")) as handle:
+        return [json.loads(line) for line in handle]
+
+
 @pytest.mark.integration
 def test_slurm_backend_runs_the_protocol_as_jobs_and_gives_the_sequential_records(world, sequential, slurm):
     pytest.importorskip("submitit")
@@ -377,13 +391,15 @@ def test_slurm_backend_runs_the_protocol_as_jobs_and_gives_the_sequential_record
     result = launch_command(["base2new", "CoOp", "--backend", "slurm", "--cpus-per-run", "1", "--mem-gb", "1",
                              "--time", "10", "--wait", *QUICK], env)
     assert result.returncode == 0, result.stdout + result.stderr
-    jobs = json.load(open(os.path.join(env["OUTPUT"], "launch", "base2new", "slurm_jobs.json")))
+    jobs = {record["run"]: record["job"] for record in job_history(env["OUTPUT"])}
     assert len(jobs) == 8
     train, test = jobs["CoOp.train_base.world_shapes.seed1"], jobs["CoOp.test_new.world_shapes.seed1"]
     assert f"submitted CoOp.test_new.world_shapes.seed1: job {test} after {train}" in result.stdout
     assert records(env["OUTPUT"]) == sequential
-    again = launch_command(["base2new", "CoOp", "--backend", "slurm", "--wait", *QUICK], env)
+    again = launch_command(["base2new", "CoOp", "--backend", "slurm", "--cpus-per-run", "1", "--mem-gb", "1", "--wait",
+                            *QUICK], env)
     assert again.returncode == 0 and "submitted" not in again.stdout  # finished runs are not submitted again
+    assert len(job_history(env["OUTPUT"])) == 8
 
 
 @pytest.mark.integration
@@ -396,10 +412,11 @@ def test_a_requeued_slurm_job_resumes_its_run_from_the_last_checkpoint(world, sl
     pytest.importorskip("submitit")
     env = {**world, "OUTPUT": world["OUTPUT"] + "_requeue", "SLURM_CONF": slurm, "DATASETS": "world_shapes",
            "SEEDS": "3"}
+    long = ["--", "OPTIM.MAX_EPOCH", "100", "OPTIM.WARMUP_EPOCH", "0"]
     submitted = launch_command(["base2new", "CoOp", "--backend", "slurm", "--cpus-per-run", "1", "--mem-gb", "1",
-                                "--time", "10", "--", "OPTIM.MAX_EPOCH", "100", "OPTIM.WARMUP_EPOCH", "0"], env)
+                                "--time", "10", *long], env)
     assert submitted.returncode == 0, submitted.stdout + submitted.stderr
-    jobs = json.load(open(os.path.join(env["OUTPUT"], "launch", "base2new", "slurm_jobs.json")))
+    jobs = {record["run"]: record["job"] for record in job_history(env["OUTPUT"])}
     train_job = jobs["CoOp.train_base.world_shapes.seed3"]
     common = "world_shapes/shots_2/CoOp/world/seed3"
     folder = os.path.join(env["OUTPUT"], "base2new/train_base", common)
@@ -410,11 +427,18 @@ def test_a_requeued_slurm_job_resumes_its_run_from_the_last_checkpoint(world, sl
         time.sleep(0.05)
     requeued = subprocess.run(["scontrol", "requeue", train_job], env=env, capture_output=True, text=True)
     assert requeued.returncode == 0, requeued.stderr
+    status = launch_command(["base2new", "CoOp", "--status", *long], env)  # neither failed nor blocked
+    assert status.returncode == 1
+    assert re.search(rf"(requeued|running) +CoOp.train_base.world_shapes.seed3  \(job {train_job}, .*attempt 2",
+                     status.stdout), status.stdout
+    assert re.search(r"queued +CoOp.test_new.world_shapes.seed3", status.stdout), status.stdout
+    # the launch started again waits for the requeued job and counts it finished once it has
+    waited = launch_command(["base2new", "CoOp", "--backend", "slurm", "--cpus-per-run", "1", "--mem-gb", "1",
+                             "--time", "10", "--wait", *long], env)
+    assert waited.returncode == 0, waited.stdout + waited.stderr
+    assert "2 finished (of 2 runs)" in waited.stdout and "submitted" not in waited.stdout
+    assert len(job_history(env["OUTPUT"])) == 2
     result = os.path.join(env["OUTPUT"], "base2new/test_new", common, "results.json")
-    deadline = time.time() + 600
-    while not os.path.exists(result):
-        assert time.time() < deadline, "the requeued run and its test did not finish in 600 s"
-        time.sleep(1)
     shown = subprocess.run(["scontrol", "show", "job", train_job], env=env, capture_output=True, text=True).stdout
     assert "Restarts=1" in shown
     logs = "".join(open(path).read() for path in glob.glob(os.path.join(folder, "log.txt*")))  # Dassl: one per run
@@ -439,12 +463,12 @@ def test_the_suite_runs_as_slurm_jobs_and_a_failed_run_s_test_is_reported_not_aw
     assert result.returncode == 1, result.stdout + result.stderr
     (runs,) = [os.path.join(env["OUTPUT"], name) for name in os.listdir(env["OUTPUT"]) if name.startswith("overrides_")]
     assert records(runs) == sequential
-    logs = os.path.join(runs, "launch", "base2new", "logs")
+    jobs = {record["run"]: record for record in job_history(runs)}
     for seed in (1, 2):
-        assert f"CoOp.train_base.world_signs.seed{seed}: FAILED, see {logs}" in result.stdout
-        assert "not a generated world dataset" in open(os.path.join(logs, f"CoOp.train_base.world_signs.seed{seed}.log")).read()
-        test_log = open(os.path.join(logs, f"CoOp.test_new.world_signs.seed{seed}.log")).read()
-        assert "left the queue without a result: cancelled (a run it needs failed) or killed" in test_log
+        train = jobs[f"CoOp.train_base.world_signs.seed{seed}"]
+        assert re.search(rf"CoOp.train_base.world_signs.seed{seed}: FAILED \(job {train['job']}[^)]*\), see "
+                         rf"{re.escape(train['log'])}", result.stdout), result.stdout
+        assert "not a generated world dataset" in open(train["log"]).read()
     assert json.loads((tmp_path / "suite.json").read_text())["trainers"]["CoOp"]["datasets"]["world_counts"]["seeds"] == [1, 2]
 
 
@@ -464,3 +488,63 @@ def test_a_trainer_that_wraps_its_model_in_data_parallel_is_refused():
     train.check_one_device(Plain(), "CoOp")
     with pytest.raises(ConfigError, match="Mine wrapped its model in DataParallel.*one device"):
         train.check_one_device(Wrapped(), "Mine")
+
+
+SLURM_SMALL = ["--backend", "slurm", "--cpus-per-run", "1", "--mem-gb", "1", "--time", "10"]
+
+
+@pytest.mark.integration
+def test_a_slurm_relaunch_keeps_queued_jobs_reports_cancelled_ones_and_never_evaluates_twice(world, slurm):
+    """The launcher started again while its jobs wait submits nothing twice; a job that cannot start stops --wait
+    with what to do; a cancelled job is reported cancelled (not pending), its dependant blocked by it, and the next
+    launch submits both again, the test after the new training job."""
+    pytest.importorskip("submitit")
+    env = {**world, "OUTPUT": world["OUTPUT"] + "_relaunch", "SLURM_CONF": slurm, "DATASETS": "world_shapes",
+           "SEEDS": "7"}
+    held = [*SLURM_SMALL, "--sbatch", "hold"]  # jobs that wait in the queue until released
+    first = launch_command(["base2new", "CoOp", *held, *QUICK], env)
+    assert first.returncode == 0, first.stdout + first.stderr  # submitted and queued: the launch did its work
+    (train, test) = job_history(env["OUTPUT"])
+    assert test["after"] == [train["job"]]
+    again = launch_command(["base2new", "CoOp", *held, "--wait", *QUICK], env)
+    assert "submitted" not in again.stdout and len(job_history(env["OUTPUT"])) == 2
+    assert f"kept CoOp.train_base.world_shapes.seed7: queued (job {train['job']}, pending: JobHeldUser)" in again.stdout
+    assert again.returncode == 1 and f"job {train['job']} cannot start, SLURM says JobHeldUser" in again.stderr \
+        or f"job {test['job']} cannot start" in again.stderr, again.stderr  # --wait stops instead of waiting forever
+    subprocess.run(["scancel", train["job"]], env=env, check=True)
+    status = launch_command(["base2new", "CoOp", "--status", *QUICK], env)
+    assert status.returncode == 1
+    assert f"cancelled   CoOp.train_base.world_shapes.seed7  (job {train['job']} left the queue" in status.stdout
+    assert re.search(r"(blocked|cancelled|queued) +CoOp.test_new.world_shapes.seed7", status.stdout), status.stdout
+    assert "next: rerun the same launch command" in status.stdout
+    done = launch_command(["base2new", "CoOp", *SLURM_SMALL, "--wait", *QUICK], env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "2 finished (of 2 runs)" in done.stdout
+    history = job_history(env["OUTPUT"])
+    assert len(history) == 4 and history[3]["after"] == [history[2]["job"]]  # the test waits for the live job
+    assert not subprocess.run(["squeue", "-h", "-j", test["job"], "-t", "PD,R"], env=env, capture_output=True,
+                              text=True).stdout.strip()  # the old test job does not run later
+    folder = os.path.join(env["OUTPUT"], "base2new/test_new/world_shapes/shots_2/CoOp/world/seed7")
+    assert [name for name in os.listdir(folder) if name.startswith("results")] == ["results.json"]
+    last = launch_command(["base2new", "CoOp", *SLURM_SMALL, "--wait", *QUICK], env)
+    assert last.returncode == 0 and "submitted" not in last.stdout and len(job_history(env["OUTPUT"])) == 4
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("request_, message", [
+    (["--cpus-per-run", "4096"], r"^error: --cpus-per-run 4096: the nodes of partition 'debug' have at most \d+ CPUs"),
+    (["--mem-gb", "100000"], r"^error: --mem-gb 100000: the nodes of partition 'debug' have at most \d+ MB"),
+    (["--partition", "gpu"], r"^error: no partition 'gpu' on this cluster \(sinfo lists: debug\)"),
+    (["--gpus-per-run", "1"], r"^error: --gpus-per-run 1: the nodes of partition 'debug' have no GPUs"),
+    (["--time", "1"], r"^error: --time 1 \(minutes\) leaves no time to run: submitit signals a job 90 s before"),
+    (["--sbatch", "no-such-option=1"], r"^error: sbatch refused CoOp.train_base.world_shapes.seed8: .*no-such-option"),
+])
+def test_a_slurm_request_that_cannot_run_is_one_line_naming_the_limit(world, slurm, request_, message):
+    pytest.importorskip("submitit")
+    env = {**world, "OUTPUT": world["OUTPUT"] + "_requests", "SLURM_CONF": slurm, "DATASETS": "world_shapes",
+           "SEEDS": "8"}
+    args = [*SLURM_SMALL, *request_]
+    refused = launch_command(["base2new", "CoOp", *args, *QUICK], env)
+    assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+    assert re.search(message, refused.stderr), refused.stderr
+    assert not os.path.exists(os.path.join(env["OUTPUT"], "launch", "base2new", "slurm_jobs.jsonl"))
