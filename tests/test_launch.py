@@ -548,3 +548,21 @@ def test_a_slurm_request_that_cannot_run_is_one_line_naming_the_limit(world, slu
     assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
     assert re.search(message, refused.stderr), refused.stderr
     assert not os.path.exists(os.path.join(env["OUTPUT"], "launch", "base2new", "slurm_jobs.jsonl"))
+
+
+@pytest.mark.integration
+def test_a_restart_of_the_localhost_cluster_keeps_its_queue(slurm):
+    env = {**os.environ, "SLURM_CONF": slurm}
+    held = subprocess.run(["sbatch", "--parsable", "--hold", "--wrap", "true"], env=env, capture_output=True, text=True)
+    assert held.returncode == 0, held.stderr
+    job = held.stdout.strip().split(";")[0]
+    state = os.path.dirname(slurm)
+    try:
+        restarted = subprocess.run(["bash", "scripts/slurm_localhost.sh", "restart", state], cwd=REPO,
+                                   capture_output=True, text=True)
+        assert restarted.returncode == 0, restarted.stderr
+        assert restarted.stdout.strip() == f"export SLURM_CONF={slurm}"
+        listed = subprocess.run(["squeue", "-h", "-j", job, "-o", "%T %r"], env=env, capture_output=True, text=True)
+        assert listed.stdout.strip() == "PENDING JobHeldUser", listed.stdout + listed.stderr
+    finally:
+        subprocess.run(["scancel", job], env=env)
