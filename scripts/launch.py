@@ -16,7 +16,10 @@ last checkpoint, and a run being written by another process (its lock is held: `
 Local backend: ``--gpus 0,1`` runs one run per listed GPU at a time (``CUDA_VISIBLE_DEVICES``), ``--workers N`` runs N
 at a time on the CPU with the cores shared out between them (``OMP_NUM_THREADS``, unless set). SLURM backend: one job
 per run through submitit, dependencies as ``afterok`` dependencies, and a run killed by its time limit or by
-preemption requeued to resume from its last checkpoint. The logs are in ``$OUTPUT/launch/<protocol>/logs/``.
+preemption requeued to resume from its last checkpoint. Every submission is appended to the job history
+(``slurm_jobs.jsonl``); the same command run again keeps the runs whose jobs are queued or running and submits the
+others, and ``--status`` / ``--wait`` ask SLURM (squeue, sacct) where each run's job stands.
+The logs are in ``$OUTPUT/launch/<protocol>/logs/``.
 The suite (``scripts/suite.py``) and the sweep (``scripts/sweep.py``) run their runs through ``execute`` and take the
 same backend options.
 """
