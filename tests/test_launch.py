@@ -566,3 +566,28 @@ def test_a_restart_of_the_localhost_cluster_keeps_its_queue(slurm):
         assert listed.stdout.strip() == "PENDING JobHeldUser", listed.stdout + listed.stderr
     finally:
         subprocess.run(["scancel", job], env=env)
+
+
+@pytest.mark.integration
+def test_wait_stops_with_a_message_when_the_node_is_down_and_a_restart_brings_the_jobs_back(world, slurm):
+    """slurmd stopped: its node stops answering and is marked down; --wait says so instead of waiting forever, and
+    the cluster restarted with its queue runs the jobs the launch submitted."""
+    pytest.importorskip("submitit")
+    env = {**world, "OUTPUT": world["OUTPUT"] + "_nodedown", "SLURM_CONF": slurm, "DATASETS": "world_shapes",
+           "SEEDS": "9"}
+    state = os.path.dirname(slurm)
+    with open(os.path.join(state, "slurmd.pid")) as handle:
+        os.kill(int(handle.read()), 15)
+    try:
+        waited = subprocess.run([sys.executable, "scripts/launch.py", "base2new", "CoOp", *SLURM_SMALL, "--wait",
+                                 *QUICK], cwd=REPO, env=env, capture_output=True, text=True, timeout=400)
+        assert waited.returncode == 1, waited.stdout + waited.stderr
+        assert "every node of partition 'debug' is down" in waited.stderr or \
+            "cannot start, SLURM says" in waited.stderr, waited.stderr
+    finally:
+        restarted = subprocess.run(["bash", "scripts/slurm_localhost.sh", "restart", state], cwd=REPO,
+                                   capture_output=True, text=True)
+    assert restarted.returncode == 0, restarted.stderr
+    done = launch_command(["base2new", "CoOp", *SLURM_SMALL, "--wait", *QUICK], env)
+    assert done.returncode == 0 and "2 finished (of 2 runs)" in done.stdout, done.stdout + done.stderr
+    assert len(job_history(env["OUTPUT"])) == 2  # the jobs submitted before the restart ran; none twice
