@@ -32,6 +32,7 @@ import io
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -157,11 +158,11 @@ def resolve_dirs(runs, opts, env):
 
 # ----------------------------------------------------------------------------------------------- state
 def commit_of(folder):
-    """The checkout's commit, with "+changes" when files differ from it, or "" outside git."""
+    """The checkout's commit, with "+changes" when its files differ from it (untracked ones included), or ""
+    outside git."""
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=folder, capture_output=True, text=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=folder,
-                               capture_output=True, text=True)
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=folder, capture_output=True, text=True)
     except OSError:
         return ""
     return head.stdout.strip() + ("+changes" if dirty.stdout.strip() else "") if head.returncode == 0 else ""
@@ -219,9 +220,31 @@ class Ledger:
             pass
         return last
 
-    def record(self, run, job, after):
+    def code_snapshot(self):
+        """``(folder, commit)``: a copy of the checkout's files (the tracked ones and the untracked ones git does not
+        ignore) for this launch's jobs, so that a job runs the code that was launched whatever the checkout holds
+        when it starts. A clean checkout's copy is shared by the launches of its commit; outside git the jobs run
+        the checkout itself."""
+        commit = commit_of(REPO)
+        listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
+                                capture_output=True)
+        if not commit or listed.returncode != 0:
+            return REPO, commit
+        name = f"{commit}-{time.strftime('%Y%m%d-%H%M%S')}" if commit.endswith("+changes") else commit
+        folder = os.path.join(self.folder, "code", name)
+        if os.path.isdir(folder):
+            return folder, commit
+        partial = f"{folder}.partial-{os.getpid()}"  # a launch killed while copying leaves no half copy in use
+        for path in filter(None, listed.stdout.decode().split("\0")):
+            if os.path.isfile(os.path.join(REPO, path)):  # a tracked file deleted in the checkout stays deleted
+                os.makedirs(os.path.dirname(os.path.join(partial, path)), exist_ok=True)
+                shutil.copy2(os.path.join(REPO, path), os.path.join(partial, path))
+        os.rename(partial, folder)
+        return folder, commit
+
+    def record(self, run, job, after, code):
         record = {"run": run.name, "job": str(job.job_id), "after": after,
-                  "submitted": time.strftime("%Y-%m-%d %H:%M:%S"), "commit": commit_of(REPO),
+                  "submitted": time.strftime("%Y-%m-%d %H:%M:%S"), "code": code[0], "commit": code[1],
                   "log": str(job.paths.stderr), "result": str(job.paths.result_pickle)}
         with open(self.history_path(), "a") as handle:
             handle.write(json.dumps(record) + "\n")
@@ -568,7 +591,11 @@ def job_environment(env, runs_env, args):
     """The variables a job's script gets: the scripts' conventions and the launch's choices (``--env``), not the
     whole submitting shell (an exported ``CUDA_VISIBLE_DEVICES`` or ``TMPDIR`` has no place on another node)."""
     chosen = {key: env[key] for key in (*JOB_VARIABLES, *args.env) if key in env}
-    return {**chosen, **runs_env, **threads_env(args.cpus_per_run)}
+    chosen = {**chosen, **runs_env, **threads_env(args.cpus_per_run)}
+    # the job runs in the launch's code snapshot: the scripts' folders relative to the checkout are made absolute
+    for key, default in (("DATA", "./data"), ("OUTPUT", "output")):
+        chosen[key] = os.path.normpath(os.path.join(REPO, chosen.get(key, default)))
+    return chosen
 
 
 def run_slurm(runs, opts, env, ledger, args):
@@ -596,6 +623,7 @@ def run_slurm(runs, opts, env, ledger, args):
         sbatch[key] = value or True  # a flag: submitit writes "#SBATCH --KEY"
     dropped = {key: value for key, value in os.environ.items() if key not in (*JOB_VARIABLES, *args.env)}
     with ledger.submitting():  # one launch decides and submits at a time: a second one sees the first's jobs
+        code = None
         history = ledger.history()
         states = assess(runs, ledger, history, slurm_jobs(record["job"] for record in history.values()))
         for run in runs:
@@ -619,15 +647,16 @@ def run_slurm(runs, opts, env, ledger, args):
             ledger.clear(run)
             extra = {"dependency": "afterok:" + ":".join(waits), "kill-on-invalid-dep": "yes"} if waits else {}
             executor.update_parameters(name=run.name, slurm_additional_parameters={**sbatch, **extra}, **base)
+            code = code or ledger.code_snapshot()
             try:
                 with contextlib.redirect_stderr(io.StringIO()):  # submitit prints sbatch's whole answer there
-                    job = executor.submit(ScriptJob(run.command(opts), job_environment(env, run.env, args), REPO,
+                    job = executor.submit(ScriptJob(run.command(opts), job_environment(env, run.env, args), code[0],
                                                     dropped))
             except submitit.core.utils.FailedJobError as err:
                 lines = [line.strip() for line in str(err).splitlines() if line.strip()]
                 said = ([line for line in lines if "error" in line.lower()] or lines or ["no message"])[0]
                 raise LaunchError(f"sbatch refused {run.name}: {said}") from None
-            history[run.name] = ledger.record(run, job, waits)
+            history[run.name] = ledger.record(run, job, waits, code)
             states[run.name] = Status("queued", f"job {job.job_id}")
             print(f"submitted {run.name}: job {job.job_id}{' after ' + ','.join(waits) if waits else ''}")
     if args.wait:

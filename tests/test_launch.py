@@ -94,11 +94,13 @@ def test_slurm_jobs_use_the_cpus_they_ask_for_and_get_the_chosen_environment(mon
     runs = launch.expand("base2new", ["CoOp"], "", {"DATASETS": "dtd", "SEEDS": "1"})
     for run in runs:
         run.dir = str(tmp_path / run.name)
-    env = {"DATA": "d", "MINE": "x", "CUDA_VISIBLE_DEVICES": "7", "TMPDIR": "/scratch"}
+    monkeypatch.setattr(launch.Ledger, "code_snapshot", lambda self: ("/snapshot", "abc1234"))
+    env = {"DATA": "d", "OUTPUT": "/out", "MINE": "x", "CUDA_VISIBLE_DEVICES": "7", "TMPDIR": "/scratch"}
     launch.run_slurm(runs, [], env, launch.Ledger(str(tmp_path), "base2new"), args)
     assert [params["cpus_per_task"] for params, _ in submitted] == [3, 3]
-    assert [job.env for _, job in submitted] == [{"DATA": "d", "MINE": "x", "OMP_NUM_THREADS": "3",
-                                                  "MKL_NUM_THREADS": "3"}] * 2
+    assert [job.env for _, job in submitted] == [{"DATA": os.path.join(REPO, "d"), "OUTPUT": "/out", "MINE": "x",
+                                                  "OMP_NUM_THREADS": "3", "MKL_NUM_THREADS": "3"}] * 2
+    assert [job.cwd for _, job in submitted] == ["/snapshot"] * 2  # jobs run the launch's code snapshot
     assert submitted[0][1].dropped["CUDA_VISIBLE_DEVICES"] == "7"  # the shell's value is dropped in the job
     params = submitted[1][0]
     assert params["slurm_additional_parameters"] == {"reservation": "r1", "hold": True, "qos": "low",
@@ -591,3 +593,26 @@ def test_wait_stops_with_a_message_when_the_node_is_down_and_a_restart_brings_th
     done = launch_command(["base2new", "CoOp", *SLURM_SMALL, "--wait", *QUICK], env)
     assert done.returncode == 0 and "2 finished (of 2 runs)" in done.stdout, done.stdout + done.stderr
     assert len(job_history(env["OUTPUT"])) == 2  # the jobs submitted before the restart ran; none twice
+
+
+@pytest.mark.integration
+def test_slurm_jobs_run_the_code_snapshot_of_their_launch(world, slurm):
+    """The checkout may change while jobs wait: a job runs the copy of the code its launch made (recorded in the
+    job history), not whatever the checkout holds when it starts."""
+    pytest.importorskip("submitit")
+    env = {**world, "OUTPUT": world["OUTPUT"] + "_snapshot", "SLURM_CONF": slurm, "DATASETS": "world_shapes",
+           "SEEDS": "10"}
+    held = launch_command(["base2new", "CoOp", *SLURM_SMALL, "--sbatch", "hold", *QUICK], env)
+    assert held.returncode == 0, held.stdout + held.stderr
+    train, test = job_history(env["OUTPUT"])
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout
+    assert train["code"] == test["code"] and train["commit"].startswith(head.strip())
+    assert os.path.dirname(train["code"]) == os.path.join(env["OUTPUT"], "launch", "base2new", "code")
+    # what an edit of the code after the launch would do, done to the snapshot instead of the checkout
+    with open(os.path.join(train["code"], "scripts", "common.sh"), "a") as handle:
+        handle.write('echo "ran from the snapshot" >&2\n')
+    subprocess.run(["scontrol", "release", f"{train['job']},{test['job']}"], env=env, check=True)
+    done = launch_command(["base2new", "CoOp", *SLURM_SMALL, "--wait", *QUICK], env)
+    assert done.returncode == 0 and "2 finished (of 2 runs)" in done.stdout, done.stdout + done.stderr
+    assert "ran from the snapshot" in open(train["log"]).read()
+    assert len(job_history(env["OUTPUT"])) == 2
