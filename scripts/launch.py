@@ -560,6 +560,8 @@ def minutes(limit):
 def check_request(args):
     """Refuse, in one line naming the limit, a request no node of the partition can ever run (it would wait in the
     queue forever, ``PartitionConfig``), or one whose time limit leaves no time before submitit's signal."""
+    if args.max_running < 0:
+        raise LaunchError(f"--max-running must be 0 (no cap) or more; got {args.max_running}")
     if args.time * 60 <= args.signal_lead:
         raise LaunchError(f"--time {args.time} (minutes) leaves no time to run: submitit signals a job "
                           f"{args.signal_lead} s before its limit to requeue it (--signal-lead); raise --time")
@@ -623,7 +625,7 @@ def run_slurm(runs, opts, env, ledger, args):
         sbatch[key] = value or True  # a flag: submitit writes "#SBATCH --KEY"
     dropped = {key: value for key, value in os.environ.items() if key not in (*JOB_VARIABLES, *args.env)}
     with ledger.submitting():  # one launch decides and submits at a time: a second one sees the first's jobs
-        code = None
+        code, lanes = None, []
         history = ledger.history()
         states = assess(runs, ledger, history, slurm_jobs(record["job"] for record in history.values()))
         for run in runs:
@@ -645,7 +647,10 @@ def run_slurm(runs, opts, env, ledger, args):
                 states[run.name] = Status("blocked", f"by {waiting[0]} ({states[waiting[0]].state})")
                 continue
             ledger.clear(run)
-            extra = {"dependency": "afterok:" + ":".join(waits), "kill-on-invalid-dep": "yes"} if waits else {}
+            # --max-running K: the launch's jobs run in K lanes, each job after the one K submissions before it
+            lane = [lanes[-args.max_running]] if args.max_running and len(lanes) >= args.max_running else []
+            after = [*(["afterok:" + ":".join(waits)] if waits else []), *(["afterany:" + lane[0]] if lane else [])]
+            extra = {"dependency": ",".join(after), "kill-on-invalid-dep": "yes"} if after else {}
             executor.update_parameters(name=run.name, slurm_additional_parameters={**sbatch, **extra}, **base)
             code = code or ledger.code_snapshot()
             try:
@@ -657,8 +662,10 @@ def run_slurm(runs, opts, env, ledger, args):
                 said = ([line for line in lines if "error" in line.lower()] or lines or ["no message"])[0]
                 raise LaunchError(f"sbatch refused {run.name}: {said}") from None
             history[run.name] = ledger.record(run, job, waits, code)
+            lanes.append(str(job.job_id))
             states[run.name] = Status("queued", f"job {job.job_id}")
-            print(f"submitted {run.name}: job {job.job_id}{' after ' + ','.join(waits) if waits else ''}")
+            print(f"submitted {run.name}: job {job.job_id}{' after ' + ','.join(waits) if waits else ''}"
+                  f"{' (lane: after ' + lane[0] + ')' if lane else ''}")
     if args.wait:
         states = wait_for(runs, ledger, partition)
     return states
@@ -736,6 +743,9 @@ def add_backend_arguments(parser, slurm_wait_option=True):
     slurm.add_argument("--env", action="append", default=[], metavar="NAME",
                        help="a variable of this shell a job also gets (repeatable); by default a job gets "
                             f"{', '.join(JOB_VARIABLES)}")
+    slurm.add_argument("--max-running", type=int, default=0, metavar="K",
+                       help="at most K of the launch's jobs run at once (for clusters that limit jobs per user); "
+                            "0: no cap")
     slurm.add_argument("--max-requeues", type=int, default=3,
                        help="times a job stopped by its time limit is requeued before it counts as failed")
     slurm.add_argument("--signal-lead", type=int, default=90,

@@ -616,3 +616,24 @@ def test_slurm_jobs_run_the_code_snapshot_of_their_launch(world, slurm):
     assert done.returncode == 0 and "2 finished (of 2 runs)" in done.stdout, done.stdout + done.stderr
     assert "ran from the snapshot" in open(train["log"]).read()
     assert len(job_history(env["OUTPUT"])) == 2
+
+
+@pytest.mark.integration
+def test_max_running_puts_the_launch_s_jobs_in_lanes(world, slurm):
+    """``--max-running 1``: each job also waits for the end (any end) of the job submitted before it, so that at most
+    one of the launch's jobs runs at a time, whatever its own dependencies."""
+    pytest.importorskip("submitit")
+    env = {**world, "OUTPUT": world["OUTPUT"] + "_lanes", "SLURM_CONF": slurm, "DATASETS": "world_shapes",
+           "SEEDS": "11 12"}
+    held = launch_command(["base2new", "CoOp", *SLURM_SMALL, "--sbatch", "hold", "--max-running", "1", *QUICK], env)
+    assert held.returncode == 0, held.stdout + held.stderr
+    jobs = [record["job"] for record in job_history(env["OUTPUT"])]
+    try:
+        shown = [subprocess.run(["scontrol", "show", "job", job], env=env, capture_output=True, text=True).stdout
+                 for job in jobs]
+        assert "Dependency=(null)" in shown[0]
+        assert re.search(rf"Dependency=afterok:{jobs[0]}(\(unfulfilled\))?,afterany:{jobs[0]}", shown[1]), shown[1]
+        assert re.search(rf"Dependency=afterany:{jobs[1]}", shown[2]), shown[2]  # the next seed's training
+        assert re.search(rf"Dependency=afterok:{jobs[2]}(\(unfulfilled\))?,afterany:{jobs[2]}", shown[3]), shown[3]
+    finally:
+        subprocess.run(["scancel", *jobs], env=env)
