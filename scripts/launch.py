@@ -242,6 +242,27 @@ class Ledger:
         os.rename(partial, folder)
         return folder, commit
 
+    def adopt_unrecorded_jobs(self, runs):
+        """Add to the history the live jobs of this launch folder that it does not name (a launch killed between
+        sbatch's answer and its history line), so that they are kept rather than submitted twice."""
+        try:
+            with open(self.history_path()) as handle:
+                recorded = {json.loads(line).get("job") for line in handle if line.strip().endswith("}")}
+        except FileNotFoundError:
+            recorded = set()
+        names, ours, found = {run.name for run in runs}, os.path.join(self.folder, "slurm", ""), {}
+        for line in slurm_command(["squeue", "-h", "-O", "JobID:|,Name:|,StdOut:|"]).splitlines():
+            job, name, stdout = (field.strip() for field in line.split("|")[:3])
+            if name in names and stdout.startswith(ours) and job not in recorded and job.isdigit():
+                found[name] = max(found.get(name, job), job, key=int)
+        for name, job in found.items():
+            folder = os.path.join(self.folder, "slurm", job)
+            with open(self.history_path(), "a") as handle:
+                handle.write(json.dumps({"run": name, "job": job, "after": [], "adopted": True,
+                                         "log": os.path.join(folder, f"{job}_0_log.err"),
+                                         "result": os.path.join(folder, f"{job}_0_result.pkl")}) + "\n")
+            print(f"found job {job} of {name} in the queue, missing from the job history: recorded")
+
     def record(self, run, job, after, code):
         record = {"run": run.name, "job": str(job.job_id), "after": after,
                   "submitted": time.strftime("%Y-%m-%d %H:%M:%S"), "code": code[0], "commit": code[1],
@@ -626,6 +647,7 @@ def run_slurm(runs, opts, env, ledger, args):
     dropped = {key: value for key, value in os.environ.items() if key not in (*JOB_VARIABLES, *args.env)}
     with ledger.submitting():  # one launch decides and submits at a time: a second one sees the first's jobs
         code, lanes = None, []
+        ledger.adopt_unrecorded_jobs(runs)
         history = ledger.history()
         states = assess(runs, ledger, history, slurm_jobs(record["job"] for record in history.values()))
         for run in runs:

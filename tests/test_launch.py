@@ -629,6 +629,13 @@ def test_max_running_puts_the_launch_s_jobs_in_lanes(world, slurm):
     assert held.returncode == 0, held.stdout + held.stderr
     jobs = [record["job"] for record in job_history(env["OUTPUT"])]
     try:
+        # a launch killed after sbatch answered and before it wrote the history: its jobs are found, not doubled
+        history = os.path.join(env["OUTPUT"], "launch", "base2new", "slurm_jobs.jsonl")
+        os.rename(history, history + ".before")
+        again = launch_command(["base2new", "CoOp", *SLURM_SMALL, "--sbatch", "hold", *QUICK], env)
+        assert again.returncode == 0 and "submitted" not in again.stdout, again.stdout + again.stderr
+        assert sorted(record["job"] for record in job_history(env["OUTPUT"])) == sorted(jobs)
+        assert f"kept CoOp.test_new.world_shapes.seed12: queued (job {jobs[3]}" in again.stdout
         shown = [subprocess.run(["scontrol", "show", "job", job], env=env, capture_output=True, text=True).stdout
                  for job in jobs]
         assert "Dependency=(null)" in shown[0]
