@@ -86,6 +86,7 @@ def test_slurm_jobs_use_the_cpus_they_ask_for_and_get_the_chosen_environment(mon
     monkeypatch.setitem(sys.modules, "submitit", types.SimpleNamespace(AutoExecutor=Executor))
     monkeypatch.setattr(launch, "check_request", lambda args: "debug")
     monkeypatch.setattr(launch, "slurm_jobs", lambda ids: {})
+    monkeypatch.setattr(launch.Ledger, "adopt_unrecorded_jobs", lambda self, runs: None)
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "7")
     args = launch.build_parser().parse_args(["base2new", "--backend", "slurm", "--cpus-per-run", "3",
@@ -644,3 +645,20 @@ def test_max_running_puts_the_launch_s_jobs_in_lanes(world, slurm):
         assert re.search(rf"Dependency=afterok:{jobs[2]}(\(unfulfilled\))?,afterany:{jobs[2]}", shown[3]), shown[3]
     finally:
         subprocess.run(["scancel", *jobs], env=env)
+
+
+@pytest.mark.integration
+def test_stop_leaves_munged_to_the_clusters_still_running(slurm, tmp_path):
+    """``stop`` ends the munged its ``start`` started, unless another cluster's daemon on this machine still needs
+    it (here the one the tests run on)."""
+    sleeper = subprocess.Popen(["sleep", "300"])  # stands for the munged this state's start started
+    try:
+        (tmp_path / "munged.pid").write_text(f"{sleeper.pid}\n")
+        stopped = subprocess.run(["bash", "scripts/slurm_localhost.sh", "stop", str(tmp_path)], cwd=REPO,
+                                 capture_output=True, text=True)
+        assert stopped.returncode == 0, stopped.stderr
+        assert "munged left running: another SLURM daemon on this machine uses it" in stopped.stderr
+        assert sleeper.poll() is None and not (tmp_path / "munged.pid").exists()
+    finally:
+        sleeper.kill()
+        sleeper.wait()
