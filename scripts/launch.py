@@ -328,9 +328,11 @@ def last_error_line(path):
     except OSError:
         return "(no log)"
     # the scripts' and train.py's own message ("error: ..."), else any line that speaks of an error, else the last
+    # SLURM's own lines ("srun: error: ... Exited with exit code 1") only echo the end of a job that said why
     ours = [line for line in lines if line.startswith("error:")]
     errors = [line for line in lines if "error" in line.lower()]
-    line = (ours or errors or lines or ["(empty log)"])[-1][:200]
+    said = [line for line in errors if not line.startswith(("srun:", "slurmstepd"))]
+    line = (ours or said or errors or lines or ["(empty log)"])[-1][:200]
     if "timed-out too many times" in line or "DUE TO TIME LIMIT" in line:
         line += "  (hint: raise --time, or --max-requeues; each requeue resumes from the last checkpoint)"
     return line

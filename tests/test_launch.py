@@ -122,8 +122,10 @@ def test_a_job_s_script_gets_the_chosen_variables_and_what_the_job_itself_set(mo
 
 def test_a_run_stopped_by_its_time_limit_too_often_says_to_raise_the_time(tmp_path):
     log = tmp_path / "err"
-    log.write_text("submitit.core.utils.UncompletedJobError: Job not requeued because: timed-out too many times.\n")
-    assert "hint: raise --time" in launch.last_error_line(str(log))
+    log.write_text("submitit.core.utils.UncompletedJobError: Job not requeued because: timed-out too many times.\n"
+                   "srun: error: vm: task 0: Exited with exit code 1\n")
+    line = launch.last_error_line(str(log))
+    assert line.startswith("submitit.core.utils.UncompletedJobError") and "hint: raise --time" in line
 
 
 def test_a_launch_asks_the_registry_once_per_question_and_gets_the_same_folders(tmp_path):
@@ -662,3 +664,21 @@ def test_stop_leaves_munged_to_the_clusters_still_running(slurm, tmp_path):
     finally:
         sleeper.kill()
         sleeper.wait()
+
+
+@pytest.mark.integration
+def test_a_run_that_keeps_hitting_its_time_limit_fails_with_the_hint_to_raise_the_time(world, slurm):
+    """submitit requeues a job signalled before its time limit at most --max-requeues times; then the run fails,
+    and the report says why and what to change."""
+    pytest.importorskip("submitit")
+    env = {**world, "OUTPUT": world["OUTPUT"] + "_timeout", "SLURM_CONF": slurm, "DATASETS": "world_shapes",
+           "SEEDS": "13"}
+    long = ["--", "OPTIM.MAX_EPOCH", "5000", "OPTIM.WARMUP_EPOCH", "0"]
+    done = subprocess.run([sys.executable, "scripts/launch.py", "base2new", "CoOp", "--backend", "slurm",
+                           "--cpus-per-run", "1", "--mem-gb", "1", "--time", "1", "--signal-lead", "30",
+                           "--max-requeues", "1", "--wait", *long], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=500)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "failed      CoOp.train_base.world_shapes.seed13" in done.stderr, done.stderr
+    assert "timed-out too many times" in done.stderr and "hint: raise --time" in done.stderr, done.stderr
+    assert "blocked     CoOp.test_new.world_shapes.seed13" in done.stderr
