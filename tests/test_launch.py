@@ -531,6 +531,15 @@ def test_a_slurm_relaunch_keeps_queued_jobs_reports_cancelled_ones_and_never_eva
                               text=True).stdout.strip()  # the old test job does not run later
     folder = os.path.join(env["OUTPUT"], "base2new/test_new/world_shapes/shots_2/CoOp/world/seed7")
     assert [name for name in os.listdir(folder) if name.startswith("results")] == ["results.json"]
+    # a second process that passed the script's check before the first finished: under the lock it sees the record
+    late = subprocess.run([sys.executable, "train.py", "--root", env["DATA"], "--seed", "7", "--trainer", "CoOp",
+                           "--dataset-config-file", "configs/datasets/world_shapes.yaml", "--config-file",
+                           "configs/trainers/CoOp/world.yaml", "--output-dir", folder, "--unless-finished",
+                           "--eval-only", "--model-dir", folder.replace("test_new", "train_base"),
+                           "DATASET.NUM_SHOTS", "2", "DATASET.SUBSAMPLE_CLASSES", "new"], cwd=REPO, env=env,
+                          capture_output=True, text=True)
+    assert late.returncode == 0 and "finished by another process; skipped" in late.stdout, late.stderr
+    assert [name for name in os.listdir(folder) if name.startswith("results")] == ["results.json"]
     last = launch_command(["base2new", "CoOp", *SLURM_SMALL, "--wait", *QUICK], env)
     assert last.returncode == 0 and "submitted" not in last.stdout and len(job_history(env["OUTPUT"])) == 4
 
