@@ -61,6 +61,8 @@ def build_parser():
     parser.add_argument("--model-dir", type=str, default="", help="training output folder to load for --eval-only")
     parser.add_argument("--load-epoch", type=int, help="epoch of the checkpoint to load (default: best, else last)")
     parser.add_argument("--no-train", action="store_true", help="build everything but do not train")
+    parser.add_argument("--unless-finished", action="store_true",
+                        help="do nothing if the run folder holds a results record once this process holds its lock")
     parser.add_argument("opts", default=None, nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     return parser
 
@@ -231,6 +233,11 @@ def main(args):
         print(f"Setting fixed seed: {cfg.SEED}")
         set_random_seed(cfg.SEED)
     run_lock = runlock.acquire(cfg.OUTPUT_DIR)  # noqa: F841  (one writer per run folder, until this process ends)
+    # A script looks for the results record before it starts train.py; another process may have finished the run in
+    # between. Looked at again under the lock, a finished run is never evaluated twice.
+    if args.unless_finished and os.path.isfile(os.path.join(cfg.OUTPUT_DIR, "results.json")):
+        print(f"Results exist at {cfg.OUTPUT_DIR} (finished by another process; skipped).")
+        return
     setup_log(cfg.OUTPUT_DIR)
     if torch.cuda.is_available() and cfg.USE_CUDA:
         torch.backends.cudnn.benchmark = True

@@ -128,6 +128,7 @@ run_train_py() {
         --dataset-config-file "configs/datasets/$DATASET.yaml" \
         --config-file "$CFG_FILE" \
         --output-dir "$dir" \
+        --unless-finished \
         "$@" \
         PROTOCOL "$PROTOCOL" \
         DATASET.NUM_SHOTS "$SHOTS" \

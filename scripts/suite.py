@@ -197,16 +197,18 @@ def execute(runs, ledger_root, backend, say=print):
     ledger = launch.Ledger(ledger_root, "base2new")
     ledger.share_registry_answers(env)
     launch.resolve_dirs(runs, [], env)
-    states, _ = launch.execute(runs, [], env, ledger, backend)
+    states = launch.execute(runs, [], env, ledger, backend)
     failures, seen = [], set()
     for run in runs:  # a cell is one training run and its new-class test; the first that did not finish is named
         cell = (run.env["OUTPUT"], run.trainer, run.dataset, run.seed)
-        if states[run.name] == "finished" or cell in seen:
+        status = states[run.name]
+        if status.state == "finished" or cell in seen:
             continue
         seen.add(cell)
-        why = "not run, another process is writing it" if states[run.name] in ("busy", "running") else "FAILED"
-        failures.append({"dataset": run.dataset, "trainer": run.trainer, "seed": int(run.seed), "log": ledger.log(run)})
-        say(f"{run.name}: {why}, see {ledger.log(run)}")
+        why = {"busy": "not run, another process is writing it"}.get(status.state, status.state.upper())
+        log = status.log or ledger.log(run)
+        failures.append({"dataset": run.dataset, "trainer": run.trainer, "seed": int(run.seed), "log": log})
+        say(f"{run.name}: {why}" + (f" ({status.detail})" if status.detail else "") + f", see {log}")
     return failures
 
 

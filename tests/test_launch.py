@@ -2,6 +2,7 @@
 one writer per run folder (common/runlock.py), the status report, and the resolved config.yaml of each run."""
 import json
 import os
+import re
 import subprocess
 import sys
 import types
@@ -64,32 +65,67 @@ def test_a_pool_that_cannot_run_is_refused(argv, message):
         launch.execute([], [], {}, None, launch.build_parser().parse_args(["base2new", *argv]))
 
 
-def test_slurm_jobs_use_the_cpus_they_ask_for(monkeypatch, tmp_path):
+def test_slurm_jobs_use_the_cpus_they_ask_for_and_get_the_chosen_environment(monkeypatch, tmp_path):
     """The localhost cluster binds no CPUs (``TaskPlugin=task/none``), nor do many clusters: a job's torch would
-    otherwise start one thread per core of the node."""
+    otherwise start one thread per core of the node. A job gets the scripts' variables, not the whole shell."""
     submitted = []
 
     class Executor:
-        def __init__(self, folder, cluster):
-            pass
+        def __init__(self, folder, cluster, **params):
+            self.defaults = params
 
         def update_parameters(self, **params):
             self.params = params
 
         def submit(self, job):
-            submitted.append((self.params, job))
-            return types.SimpleNamespace(job_id=str(len(submitted)))
+            submitted.append(({**self.defaults, **self.params}, job))
+            folder = tmp_path / str(len(submitted))
+            paths = types.SimpleNamespace(stderr=folder / "err", result_pickle=folder / "result.pkl")
+            return types.SimpleNamespace(job_id=str(len(submitted)), paths=paths)
 
     monkeypatch.setitem(sys.modules, "submitit", types.SimpleNamespace(AutoExecutor=Executor))
+    monkeypatch.setattr(launch, "check_request", lambda args: "debug")
+    monkeypatch.setattr(launch, "slurm_jobs", lambda ids: {})
+    monkeypatch.setattr(launch.Ledger, "adopt_unrecorded_jobs", lambda self, runs: None)
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    args = launch.build_parser().parse_args(["base2new", "--backend", "slurm", "--cpus-per-run", "3"])
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "7")
+    args = launch.build_parser().parse_args(["base2new", "--backend", "slurm", "--cpus-per-run", "3",
+                                             "--max-requeues", "5", "--signal-lead", "120", "--env", "MINE",
+                                             "--sbatch", "reservation=r1", "--sbatch", "hold", "--qos", "low"])
     runs = launch.expand("base2new", ["CoOp"], "", {"DATASETS": "dtd", "SEEDS": "1"})
     for run in runs:
         run.dir = str(tmp_path / run.name)
-    launch.run_slurm(runs, [], {"DATA": "d"}, launch.Ledger(str(tmp_path), "base2new"), args)
+    monkeypatch.setattr(launch.Ledger, "code_snapshot", lambda self: ("/snapshot", "abc1234"))
+    env = {"DATA": "d", "OUTPUT": "/out", "MINE": "x", "CUDA_VISIBLE_DEVICES": "7", "TMPDIR": "/scratch"}
+    launch.run_slurm(runs, [], env, launch.Ledger(str(tmp_path), "base2new"), args)
     assert [params["cpus_per_task"] for params, _ in submitted] == [3, 3]
-    assert [job.env for _, job in submitted] == [{"DATA": "d", "OMP_NUM_THREADS": "3", "MKL_NUM_THREADS": "3"}] * 2
-    assert submitted[1][0]["slurm_additional_parameters"] == {"dependency": "afterok:1", "kill-on-invalid-dep": "yes"}
+    assert [job.env for _, job in submitted] == [{"DATA": os.path.join(REPO, "d"), "OUTPUT": "/out", "MINE": "x",
+                                                  "OMP_NUM_THREADS": "3", "MKL_NUM_THREADS": "3"}] * 2
+    assert [job.cwd for _, job in submitted] == ["/snapshot"] * 2  # jobs run the launch's code snapshot
+    assert submitted[0][1].dropped["CUDA_VISIBLE_DEVICES"] == "7"  # the shell's value is dropped in the job
+    params = submitted[1][0]
+    assert params["slurm_additional_parameters"] == {"reservation": "r1", "hold": True, "qos": "low",
+                                                     "dependency": "afterok:1", "kill-on-invalid-dep": "yes"}
+    assert (params["slurm_max_num_timeout"], params["slurm_signal_delay_s"]) == (5, 120)
+
+
+def test_a_job_s_script_gets_the_chosen_variables_and_what_the_job_itself_set(monkeypatch, tmp_path):
+    seen = tmp_path / "env.json"
+    job = launch.ScriptJob([sys.executable, "-c", f"import json, os; json.dump(dict(os.environ), open({str(seen)!r}, 'w'))"],
+                           {"DATA": "d"}, str(tmp_path), {"CUDA_VISIBLE_DEVICES": "7", "TMPDIR": "/shell"})
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "7")  # copied from the submitting shell by sbatch: dropped
+    monkeypatch.setenv("TMPDIR", "/job")  # set in the job (a --setup line, SLURM): kept
+    job()
+    got = json.loads(seen.read_text())
+    assert got["DATA"] == "d" and got["TMPDIR"] == "/job" and "CUDA_VISIBLE_DEVICES" not in got
+
+
+def test_a_run_stopped_by_its_time_limit_too_often_says_to_raise_the_time(tmp_path):
+    log = tmp_path / "err"
+    log.write_text("submitit.core.utils.UncompletedJobError: Job not requeued because: timed-out too many times.\n"
+                   "srun: error: vm: task 0: Exited with exit code 1\n")
+    line = launch.last_error_line(str(log))
+    assert line.startswith("submitit.core.utils.UncompletedJobError") and "hint: raise --time" in line
 
 
 def test_a_launch_asks_the_registry_once_per_question_and_gets_the_same_folders(tmp_path):
@@ -276,24 +312,68 @@ def test_status_reports_held_failed_blocked_and_missing_runs(world):
         assert direct.returncode == runlock.LOCKED_EXIT_STATUS
         assert f"is being written by process {os.getpid()}" in direct.stderr
         assert not os.path.exists(folder) or os.listdir(folder) == []  # nothing read or written there
-        bad = [*QUICK, "OPTIM.LR", "-1"]  # seed 3 fails (a config error); seed 4 is held
+        bad = [*QUICK, "OPTIM.LR", "-1.0"]  # seed 3 fails (a value train.py refuses); seed 4 is held
         failed = launch_command(["base2new", "CoOp", *bad], env)
         assert failed.returncode == 1 and "OPTIM.LR" in failed.stderr
         status = launch_command(["base2new", "CoOp", "--status", *bad], env)
     finally:
         lock.close()
     out = status.stdout
-    assert "failed    CoOp.train_base.world_shapes.seed3" in out and "last error: error:" in out
-    assert "blocked   CoOp.test_new.world_shapes.seed3" in out
-    assert f"running   CoOp.train_base.world_shapes.seed4  (process {os.getpid()}" in out
-    assert "pending   CoOp.test_new.world_shapes.seed4" in out
-    assert "0 finished, 1 running, 1 failed, 1 blocked, 1 pending (of 4 runs)" in out
+    assert status.returncode == 1  # not every run finished
+    assert "failed      CoOp.train_base.world_shapes.seed3" in out and "last error: error:" in out
+    assert "blocked     CoOp.test_new.world_shapes.seed3  (by CoOp.train_base.world_shapes.seed3 (failed))" in out
+    assert f"running     CoOp.train_base.world_shapes.seed4  (process {os.getpid()}" in out
+    assert "not started CoOp.test_new.world_shapes.seed4" in out
+    assert "0 finished, 1 running, 1 failed, 1 blocked, 1 not started (of 4 runs)" in out
+    assert "next: rerun the same launch command" in out
+
+
+@pytest.mark.integration
+def test_a_launch_that_finds_a_run_written_by_another_process_does_not_say_all_is_well(world):
+    """Two launches at once: the second leaves the first one's run to it and cannot start that run's test; it says
+    so and exits non-zero, without the tables hint."""
+    env = {**world, "OUTPUT": world["OUTPUT"] + "_busy", "DATASETS": "world_shapes", "SEEDS": "6"}
+    folder = os.path.join(env["OUTPUT"], "base2new/train_base/world_shapes/shots_2/CoOp/world/seed6")
+    lock = runlock.acquire(folder)
+    try:
+        result = launch_command(["base2new", "CoOp", *QUICK], env)
+    finally:
+        lock.close()
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "0 finished, 1 running, 1 blocked (of 2 runs)" in result.stdout and "Tables" not in result.stdout
+    assert "blocked     CoOp.test_new.world_shapes.seed6  (by CoOp.train_base.world_shapes.seed6 (running))" in \
+        result.stderr
+
+
+@pytest.mark.integration
+def test_a_dry_run_refuses_a_mistyped_override_and_a_status_keeps_the_launch_s_registry_answers(world):
+    env = {**world, "OUTPUT": world["OUTPUT"] + "_dry", "DATASETS": "world_shapes", "SEEDS": "1"}
+    dry = launch_command(["base2new", "CoOp", "--dry-run", "--", "OPTIM.MAX_EPOCHS", "1"], env)
+    assert dry.returncode == 2 and "Traceback" not in dry.stderr
+    assert dry.stderr.startswith("error: the overrides after --:") and "OPTIM.MAX_EPOCH" in dry.stderr
+    assert len(dry.stderr.strip().splitlines()) == 1
+    answers = os.path.join(env["OUTPUT"], "launch", "base2new", "registry_answers.tsv")
+    os.makedirs(os.path.dirname(answers), exist_ok=True)
+    with open(answers, "w") as handle:
+        handle.write("a running launch's answer\n")
+    status = launch_command(["base2new", "CoOp", "--status", *QUICK], env)
+    assert "not started CoOp.train_base.world_shapes.seed1" in status.stdout, status.stderr
+    assert open(answers).read() == "a running launch's answer\n"
+    assert os.listdir(os.path.dirname(answers)) == ["registry_answers.tsv", "logs"] or \
+        sorted(os.listdir(os.path.dirname(answers))) == ["logs", "registry_answers.tsv"]  # its own answers removed
 
 
 @pytest.fixture(scope="module")
 def slurm(tmp_path_factory):
+    import socket
+
     state = tmp_path_factory.mktemp("slurm")
-    env = {**os.environ, "SLURMCTLD_PORT": "6917", "SLURMD_PORT": "6918"}
+    ports = []
+    for _ in range(2):  # free ports: another cluster on this machine (another test session's) keeps its own
+        with socket.socket() as probe:
+            probe.bind(("", 0))
+            ports.append(str(probe.getsockname()[1]))
+    env = {**os.environ, "SLURMCTLD_PORT": ports[0], "SLURMD_PORT": ports[1]}
     started = subprocess.run(["bash", "scripts/slurm_localhost.sh", "start", str(state)], cwd=REPO, env=env,
                              capture_output=True, text=True)
     if started.returncode == 3:
@@ -304,6 +384,12 @@ def slurm(tmp_path_factory):
     subprocess.run(["bash", "scripts/slurm_localhost.sh", "stop", str(state)], cwd=REPO)
 
 
+def job_history(output):
+    """The launch's job history: every submission, in order."""
+    with open(os.path.join(output, "launch", "base2new", "slurm_jobs.jsonl")) as handle:
+        return [json.loads(line) for line in handle]
+
+
 @pytest.mark.integration
 def test_slurm_backend_runs_the_protocol_as_jobs_and_gives_the_sequential_records(world, sequential, slurm):
     pytest.importorskip("submitit")
@@ -311,13 +397,15 @@ def test_slurm_backend_runs_the_protocol_as_jobs_and_gives_the_sequential_record
     result = launch_command(["base2new", "CoOp", "--backend", "slurm", "--cpus-per-run", "1", "--mem-gb", "1",
                              "--time", "10", "--wait", *QUICK], env)
     assert result.returncode == 0, result.stdout + result.stderr
-    jobs = json.load(open(os.path.join(env["OUTPUT"], "launch", "base2new", "slurm_jobs.json")))
+    jobs = {record["run"]: record["job"] for record in job_history(env["OUTPUT"])}
     assert len(jobs) == 8
     train, test = jobs["CoOp.train_base.world_shapes.seed1"], jobs["CoOp.test_new.world_shapes.seed1"]
     assert f"submitted CoOp.test_new.world_shapes.seed1: job {test} after {train}" in result.stdout
     assert records(env["OUTPUT"]) == sequential
-    again = launch_command(["base2new", "CoOp", "--backend", "slurm", "--wait", *QUICK], env)
+    again = launch_command(["base2new", "CoOp", "--backend", "slurm", "--cpus-per-run", "1", "--mem-gb", "1", "--wait",
+                            *QUICK], env)
     assert again.returncode == 0 and "submitted" not in again.stdout  # finished runs are not submitted again
+    assert len(job_history(env["OUTPUT"])) == 8
 
 
 @pytest.mark.integration
@@ -330,10 +418,11 @@ def test_a_requeued_slurm_job_resumes_its_run_from_the_last_checkpoint(world, sl
     pytest.importorskip("submitit")
     env = {**world, "OUTPUT": world["OUTPUT"] + "_requeue", "SLURM_CONF": slurm, "DATASETS": "world_shapes",
            "SEEDS": "3"}
+    long = ["--", "OPTIM.MAX_EPOCH", "100", "OPTIM.WARMUP_EPOCH", "0"]
     submitted = launch_command(["base2new", "CoOp", "--backend", "slurm", "--cpus-per-run", "1", "--mem-gb", "1",
-                                "--time", "10", "--", "OPTIM.MAX_EPOCH", "100", "OPTIM.WARMUP_EPOCH", "0"], env)
+                                "--time", "10", *long], env)
     assert submitted.returncode == 0, submitted.stdout + submitted.stderr
-    jobs = json.load(open(os.path.join(env["OUTPUT"], "launch", "base2new", "slurm_jobs.json")))
+    jobs = {record["run"]: record["job"] for record in job_history(env["OUTPUT"])}
     train_job = jobs["CoOp.train_base.world_shapes.seed3"]
     common = "world_shapes/shots_2/CoOp/world/seed3"
     folder = os.path.join(env["OUTPUT"], "base2new/train_base", common)
@@ -344,11 +433,18 @@ def test_a_requeued_slurm_job_resumes_its_run_from_the_last_checkpoint(world, sl
         time.sleep(0.05)
     requeued = subprocess.run(["scontrol", "requeue", train_job], env=env, capture_output=True, text=True)
     assert requeued.returncode == 0, requeued.stderr
+    status = launch_command(["base2new", "CoOp", "--status", *long], env)  # neither failed nor blocked
+    assert status.returncode == 1
+    assert re.search(rf"(requeued|running) +CoOp.train_base.world_shapes.seed3  \(job {train_job}, .*attempt 2",
+                     status.stdout), status.stdout
+    assert re.search(r"queued +CoOp.test_new.world_shapes.seed3", status.stdout), status.stdout
+    # the launch started again waits for the requeued job and counts it finished once it has
+    waited = launch_command(["base2new", "CoOp", "--backend", "slurm", "--cpus-per-run", "1", "--mem-gb", "1",
+                             "--time", "10", "--wait", *long], env)
+    assert waited.returncode == 0, waited.stdout + waited.stderr
+    assert "2 finished (of 2 runs)" in waited.stdout and "submitted" not in waited.stdout
+    assert len(job_history(env["OUTPUT"])) == 2
     result = os.path.join(env["OUTPUT"], "base2new/test_new", common, "results.json")
-    deadline = time.time() + 600
-    while not os.path.exists(result):
-        assert time.time() < deadline, "the requeued run and its test did not finish in 600 s"
-        time.sleep(1)
     shown = subprocess.run(["scontrol", "show", "job", train_job], env=env, capture_output=True, text=True).stdout
     assert "Restarts=1" in shown
     logs = "".join(open(path).read() for path in glob.glob(os.path.join(folder, "log.txt*")))  # Dassl: one per run
@@ -373,12 +469,12 @@ def test_the_suite_runs_as_slurm_jobs_and_a_failed_run_s_test_is_reported_not_aw
     assert result.returncode == 1, result.stdout + result.stderr
     (runs,) = [os.path.join(env["OUTPUT"], name) for name in os.listdir(env["OUTPUT"]) if name.startswith("overrides_")]
     assert records(runs) == sequential
-    logs = os.path.join(runs, "launch", "base2new", "logs")
+    jobs = {record["run"]: record for record in job_history(runs)}
     for seed in (1, 2):
-        assert f"CoOp.train_base.world_signs.seed{seed}: FAILED, see {logs}" in result.stdout
-        assert "not a generated world dataset" in open(os.path.join(logs, f"CoOp.train_base.world_signs.seed{seed}.log")).read()
-        test_log = open(os.path.join(logs, f"CoOp.test_new.world_signs.seed{seed}.log")).read()
-        assert "left the queue without a result: cancelled (a run it needs failed) or killed" in test_log
+        train = jobs[f"CoOp.train_base.world_signs.seed{seed}"]
+        assert re.search(rf"CoOp.train_base.world_signs.seed{seed}: FAILED \(job {train['job']}[^)]*\), see "
+                         rf"{re.escape(train['log'])}", result.stdout), result.stdout
+        assert "not a generated world dataset" in open(train["log"]).read()
     assert json.loads((tmp_path / "suite.json").read_text())["trainers"]["CoOp"]["datasets"]["world_counts"]["seeds"] == [1, 2]
 
 
@@ -398,3 +494,201 @@ def test_a_trainer_that_wraps_its_model_in_data_parallel_is_refused():
     train.check_one_device(Plain(), "CoOp")
     with pytest.raises(ConfigError, match="Mine wrapped its model in DataParallel.*one device"):
         train.check_one_device(Wrapped(), "Mine")
+
+
+SLURM_SMALL = ["--backend", "slurm", "--cpus-per-run", "1", "--mem-gb", "1", "--time", "10"]
+
+
+@pytest.mark.integration
+def test_a_slurm_relaunch_keeps_queued_jobs_reports_cancelled_ones_and_never_evaluates_twice(world, slurm):
+    """The launcher started again while its jobs wait submits nothing twice; a job that cannot start stops --wait
+    with what to do; a cancelled job is reported cancelled (not pending), its dependant blocked by it, and the next
+    launch submits both again, the test after the new training job."""
+    pytest.importorskip("submitit")
+    env = {**world, "OUTPUT": world["OUTPUT"] + "_relaunch", "SLURM_CONF": slurm, "DATASETS": "world_shapes",
+           "SEEDS": "7"}
+    held = [*SLURM_SMALL, "--sbatch", "hold"]  # jobs that wait in the queue until released
+    first = launch_command(["base2new", "CoOp", *held, *QUICK], env)
+    assert first.returncode == 0, first.stdout + first.stderr  # submitted and queued: the launch did its work
+    (train, test) = job_history(env["OUTPUT"])
+    assert test["after"] == [train["job"]]
+    again = launch_command(["base2new", "CoOp", *held, "--wait", *QUICK], env)
+    assert "submitted" not in again.stdout and len(job_history(env["OUTPUT"])) == 2
+    assert f"kept CoOp.train_base.world_shapes.seed7: queued (job {train['job']}, pending: JobHeldUser)" in again.stdout
+    assert again.returncode == 1 and f"job {train['job']} cannot start, SLURM says JobHeldUser" in again.stderr \
+        or f"job {test['job']} cannot start" in again.stderr, again.stderr  # --wait stops instead of waiting forever
+    subprocess.run(["scancel", train["job"]], env=env, check=True)
+    status = launch_command(["base2new", "CoOp", "--status", *QUICK], env)
+    assert status.returncode == 1
+    assert f"cancelled   CoOp.train_base.world_shapes.seed7  (job {train['job']} left the queue" in status.stdout
+    assert re.search(r"(blocked|cancelled|queued) +CoOp.test_new.world_shapes.seed7", status.stdout), status.stdout
+    assert "next: rerun the same launch command" in status.stdout
+    done = launch_command(["base2new", "CoOp", *SLURM_SMALL, "--wait", *QUICK], env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "2 finished (of 2 runs)" in done.stdout
+    history = job_history(env["OUTPUT"])
+    assert len(history) == 4 and history[3]["after"] == [history[2]["job"]]  # the test waits for the live job
+    assert not subprocess.run(["squeue", "-h", "-j", test["job"], "-t", "PD,R"], env=env, capture_output=True,
+                              text=True).stdout.strip()  # the old test job does not run later
+    folder = os.path.join(env["OUTPUT"], "base2new/test_new/world_shapes/shots_2/CoOp/world/seed7")
+    assert [name for name in os.listdir(folder) if name.startswith("results")] == ["results.json"]
+    # a second process that passed the script's check before the first finished: under the lock it sees the record
+    late = subprocess.run([sys.executable, "train.py", "--root", env["DATA"], "--seed", "7", "--trainer", "CoOp",
+                           "--dataset-config-file", "configs/datasets/world_shapes.yaml", "--config-file",
+                           "configs/trainers/CoOp/world.yaml", "--output-dir", folder, "--unless-finished",
+                           "--eval-only", "--model-dir", folder.replace("test_new", "train_base"),
+                           "DATASET.NUM_SHOTS", "2", "DATASET.SUBSAMPLE_CLASSES", "new"], cwd=REPO, env=env,
+                          capture_output=True, text=True)
+    assert late.returncode == 0 and "finished by another process; skipped" in late.stdout, late.stderr
+    assert [name for name in os.listdir(folder) if name.startswith("results")] == ["results.json"]
+    last = launch_command(["base2new", "CoOp", *SLURM_SMALL, "--wait", *QUICK], env)
+    assert last.returncode == 0 and "submitted" not in last.stdout and len(job_history(env["OUTPUT"])) == 4
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("request_, message", [
+    (["--cpus-per-run", "4096"], r"^error: --cpus-per-run 4096: the nodes of partition 'debug' have at most \d+ CPUs"),
+    (["--mem-gb", "100000"], r"^error: --mem-gb 100000: the nodes of partition 'debug' have at most \d+ MB"),
+    (["--partition", "gpu"], r"^error: no partition 'gpu' on this cluster \(sinfo lists: debug\)"),
+    (["--gpus-per-run", "1"], r"^error: --gpus-per-run 1: the nodes of partition 'debug' have no GPUs"),
+    (["--time", "1"], r"^error: --time 1 \(minutes\) leaves no time to run: submitit signals a job 90 s before"),
+    (["--sbatch", "no-such-option=1"], r"^error: sbatch refused CoOp.train_base.world_shapes.seed8: .*no-such-option"),
+])
+def test_a_slurm_request_that_cannot_run_is_one_line_naming_the_limit(world, slurm, request_, message):
+    pytest.importorskip("submitit")
+    env = {**world, "OUTPUT": world["OUTPUT"] + "_requests", "SLURM_CONF": slurm, "DATASETS": "world_shapes",
+           "SEEDS": "8"}
+    args = [*SLURM_SMALL, *request_]
+    refused = launch_command(["base2new", "CoOp", *args, *QUICK], env)
+    assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+    assert re.search(message, refused.stderr), refused.stderr
+    assert not os.path.exists(os.path.join(env["OUTPUT"], "launch", "base2new", "slurm_jobs.jsonl"))
+
+
+@pytest.mark.integration
+def test_a_restart_of_the_localhost_cluster_keeps_its_queue(slurm):
+    env = {**os.environ, "SLURM_CONF": slurm}
+    held = subprocess.run(["sbatch", "--parsable", "--hold", "--wrap", "true"], env=env, capture_output=True, text=True)
+    assert held.returncode == 0, held.stderr
+    job = held.stdout.strip().split(";")[0]
+    state = os.path.dirname(slurm)
+    try:
+        restarted = subprocess.run(["bash", "scripts/slurm_localhost.sh", "restart", state], cwd=REPO,
+                                   capture_output=True, text=True)
+        assert restarted.returncode == 0, restarted.stderr
+        assert restarted.stdout.strip() == f"export SLURM_CONF={slurm}"
+        listed = subprocess.run(["squeue", "-h", "-j", job, "-o", "%T %r"], env=env, capture_output=True, text=True)
+        assert listed.stdout.strip() == "PENDING JobHeldUser", listed.stdout + listed.stderr
+    finally:
+        subprocess.run(["scancel", job], env=env)
+
+
+@pytest.mark.integration
+def test_wait_stops_with_a_message_when_the_node_is_down_and_a_restart_brings_the_jobs_back(world, slurm):
+    """slurmd stopped: its node stops answering and is marked down; --wait says so instead of waiting forever, and
+    the cluster restarted with its queue runs the jobs the launch submitted."""
+    pytest.importorskip("submitit")
+    env = {**world, "OUTPUT": world["OUTPUT"] + "_nodedown", "SLURM_CONF": slurm, "DATASETS": "world_shapes",
+           "SEEDS": "9"}
+    state = os.path.dirname(slurm)
+    with open(os.path.join(state, "slurmd.pid")) as handle:
+        os.kill(int(handle.read()), 15)
+    try:
+        waited = subprocess.run([sys.executable, "scripts/launch.py", "base2new", "CoOp", *SLURM_SMALL, "--wait",
+                                 *QUICK], cwd=REPO, env=env, capture_output=True, text=True, timeout=400)
+        assert waited.returncode == 1, waited.stdout + waited.stderr
+        assert "every node of partition 'debug' is down" in waited.stderr or \
+            "cannot start, SLURM says" in waited.stderr, waited.stderr
+    finally:
+        restarted = subprocess.run(["bash", "scripts/slurm_localhost.sh", "restart", state], cwd=REPO,
+                                   capture_output=True, text=True)
+    assert restarted.returncode == 0, restarted.stderr
+    done = launch_command(["base2new", "CoOp", *SLURM_SMALL, "--wait", *QUICK], env)
+    assert done.returncode == 0 and "2 finished (of 2 runs)" in done.stdout, done.stdout + done.stderr
+    assert len(job_history(env["OUTPUT"])) == 2  # the jobs submitted before the restart ran; none twice
+
+
+@pytest.mark.integration
+def test_slurm_jobs_run_the_code_snapshot_of_their_launch(world, slurm):
+    """The checkout may change while jobs wait: a job runs the copy of the code its launch made (recorded in the
+    job history), not whatever the checkout holds when it starts."""
+    pytest.importorskip("submitit")
+    env = {**world, "OUTPUT": world["OUTPUT"] + "_snapshot", "SLURM_CONF": slurm, "DATASETS": "world_shapes",
+           "SEEDS": "10"}
+    held = launch_command(["base2new", "CoOp", *SLURM_SMALL, "--sbatch", "hold", *QUICK], env)
+    assert held.returncode == 0, held.stdout + held.stderr
+    train, test = job_history(env["OUTPUT"])
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout
+    assert train["code"] == test["code"] and train["commit"].startswith(head.strip())
+    assert os.path.dirname(train["code"]) == os.path.join(env["OUTPUT"], "launch", "base2new", "code")
+    # what an edit of the code after the launch would do, done to the snapshot instead of the checkout
+    with open(os.path.join(train["code"], "scripts", "common.sh"), "a") as handle:
+        handle.write('echo "ran from the snapshot" >&2\n')
+    subprocess.run(["scontrol", "release", f"{train['job']},{test['job']}"], env=env, check=True)
+    done = launch_command(["base2new", "CoOp", *SLURM_SMALL, "--wait", *QUICK], env)
+    assert done.returncode == 0 and "2 finished (of 2 runs)" in done.stdout, done.stdout + done.stderr
+    assert "ran from the snapshot" in open(train["log"]).read()
+    assert len(job_history(env["OUTPUT"])) == 2
+
+
+@pytest.mark.integration
+def test_max_running_puts_the_launch_s_jobs_in_lanes(world, slurm):
+    """``--max-running 1``: each job also waits for the end (any end) of the job submitted before it, so that at most
+    one of the launch's jobs runs at a time, whatever its own dependencies."""
+    pytest.importorskip("submitit")
+    env = {**world, "OUTPUT": world["OUTPUT"] + "_lanes", "SLURM_CONF": slurm, "DATASETS": "world_shapes",
+           "SEEDS": "11 12"}
+    held = launch_command(["base2new", "CoOp", *SLURM_SMALL, "--sbatch", "hold", "--max-running", "1", *QUICK], env)
+    assert held.returncode == 0, held.stdout + held.stderr
+    jobs = [record["job"] for record in job_history(env["OUTPUT"])]
+    try:
+        # a launch killed after sbatch answered and before it wrote the history: its jobs are found, not doubled
+        history = os.path.join(env["OUTPUT"], "launch", "base2new", "slurm_jobs.jsonl")
+        os.rename(history, history + ".before")
+        again = launch_command(["base2new", "CoOp", *SLURM_SMALL, "--sbatch", "hold", *QUICK], env)
+        assert again.returncode == 0 and "submitted" not in again.stdout, again.stdout + again.stderr
+        assert sorted(record["job"] for record in job_history(env["OUTPUT"])) == sorted(jobs)
+        assert f"kept CoOp.test_new.world_shapes.seed12: queued (job {jobs[3]}" in again.stdout
+        shown = [subprocess.run(["scontrol", "show", "job", job], env=env, capture_output=True, text=True).stdout
+                 for job in jobs]
+        assert "Dependency=(null)" in shown[0]
+        assert re.search(rf"Dependency=afterok:{jobs[0]}(\(unfulfilled\))?,afterany:{jobs[0]}", shown[1]), shown[1]
+        assert re.search(rf"Dependency=afterany:{jobs[1]}", shown[2]), shown[2]  # the next seed's training
+        assert re.search(rf"Dependency=afterok:{jobs[2]}(\(unfulfilled\))?,afterany:{jobs[2]}", shown[3]), shown[3]
+    finally:
+        subprocess.run(["scancel", *jobs], env=env)
+
+
+@pytest.mark.integration
+def test_stop_leaves_munged_to_the_clusters_still_running(slurm, tmp_path):
+    """``stop`` ends the munged its ``start`` started, unless another cluster's daemon on this machine still needs
+    it (here the one the tests run on)."""
+    sleeper = subprocess.Popen(["sleep", "300"])  # stands for the munged this state's start started
+    try:
+        (tmp_path / "munged.pid").write_text(f"{sleeper.pid}\n")
+        stopped = subprocess.run(["bash", "scripts/slurm_localhost.sh", "stop", str(tmp_path)], cwd=REPO,
+                                 capture_output=True, text=True)
+        assert stopped.returncode == 0, stopped.stderr
+        assert "munged left running: another SLURM daemon on this machine uses it" in stopped.stderr
+        assert sleeper.poll() is None and not (tmp_path / "munged.pid").exists()
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+@pytest.mark.integration
+def test_a_run_that_keeps_hitting_its_time_limit_fails_with_the_hint_to_raise_the_time(world, slurm):
+    """submitit requeues a job signalled before its time limit at most --max-requeues times; then the run fails,
+    and the report says why and what to change."""
+    pytest.importorskip("submitit")
+    env = {**world, "OUTPUT": world["OUTPUT"] + "_timeout", "SLURM_CONF": slurm, "DATASETS": "world_shapes",
+           "SEEDS": "13"}
+    long = ["--", "OPTIM.MAX_EPOCH", "5000", "OPTIM.WARMUP_EPOCH", "0"]
+    done = subprocess.run([sys.executable, "scripts/launch.py", "base2new", "CoOp", "--backend", "slurm",
+                           "--cpus-per-run", "1", "--mem-gb", "1", "--time", "1", "--signal-lead", "30",
+                           "--max-requeues", "1", "--wait", *long], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=500)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "failed      CoOp.train_base.world_shapes.seed13" in done.stderr, done.stderr
+    assert "timed-out too many times" in done.stderr and "hint: raise --time" in done.stderr, done.stderr
+    assert "blocked     CoOp.test_new.world_shapes.seed13" in done.stderr
