@@ -161,6 +161,9 @@ RUNS = {
     # tools whose full run is hours on a CPU, or needs ViT-B/16 at full size: the command line starts
     # (its full run is tests/test_benchmark.py's, in a fresh interpreter too)
     "python3 scripts/benchmark.py --quick": Run(help=True),
+    # world calibration: one small dataset, one seed, one epoch (its full run is minutes per dataset)
+    "python3 scripts/calibrate_world.py": Run("--datasets world_shapes --seeds 1 --shots 2 --epochs 1 --threads 1",
+                                              shows=("| world_shapes | KgCoOp |",)),
     "python3 scripts/pretrain_world_clip.py": Run(help=True),
     "python3 scripts/pretrain_world_clip.py --evaluate-only": Run(help=True),
     "python3 scripts/benchmark.py --trainers CoOp DualMIPrompt MaPLe --classes 100 --batch 32 --json step.json":
@@ -203,6 +206,8 @@ CANNOT_RUN = {
     "PYTHONPATH=/path/to/plugins TRAINER_PLUGINS=my_trainers bash scripts/base2new_train.sh world 1 MyMethod":
         "an example: /path/to/plugins and my_trainers stand for the user's own package "
         "(tests/test_registry.py runs a plugin trainer through the scripts)",
+    "python3 scripts/calibrate_world.py --clip /tmp/wide/world_clip.pt": "needs a world CLIP pretrained with a wider "
+    "text side first (scripts/pretrain_world_clip.py, over half an hour on 2 cores); the tool itself runs above",
     "bash scripts/base2new.sh DualMIPrompt": PROTOCOL,
     'DATASETS="imagenet caltech101 oxford_pets stanford_cars oxford_flowers food101 fgvc_aircraft sun397 dtd eurosat '
     'ucf101"': "the ablation loop: every ablation config x the 11 real datasets x 3 seeds",
