@@ -139,13 +139,17 @@ RUNS = {
     "python3 scripts/tables.py output/ --protocol base2new --seeds 1 2 3 --out paper/": Run(
         after="bash scripts/base2new_test.sh world 1", shows=("World",)),
     'python3 scripts/tables.py output/ --protocol fewshot --method "CoOp-M16=CoOp:vit_b16_ep50,vit_b16_ep100,'
-    'vit_b16" --method "CoOp-ctx=CoOp:vit_b16_ctxv1"': Run(after="bash scripts/base2new_test.sh world 1"),
+    'vit_b16" --method "CoOp-ctx=CoOp:vit_b16_ctxv1"': Run(
+        # the world runs here are base-to-new ones: the command line is read, and it says what it lacks
+        after="bash scripts/base2new_test.sh world 1", code=2, shows=("no records of protocol fewshot",)),
     "python3 scripts/tables.py output/world/xd": Run(after="bash scripts/dg.sh CoOp", shows=("trained on World",)),
     # the launcher: what it would run, and the state of a protocol (on one dataset and seed: resolving the 11
     # datasets x 3 seeds x trainers takes minutes on a shared CPU, and says nothing more about the command line)
     "python3 scripts/launch.py base2new CoOp --gpus 0,1,2,3": Run("--dry-run", env=ONE_RUN),
     "python3 scripts/launch.py base2new CoOp --backend slurm --partition gpu --gpus-per-run 1": Run("--dry-run", env=ONE_RUN),
-    "python3 scripts/launch.py base2new CoOp --status": Run(env=ONE_RUN),
+    # exit 0 only once every run has finished; here none has started
+    "python3 scripts/launch.py base2new CoOp --status": Run(env=ONE_RUN, code=1,
+                                                           shows=("0 finished, 2 not started", "next: rerun")),
     "python3 scripts/launch.py base2new CoOp --dry-run": Run(env=ONE_RUN),
     "python3 scripts/launch.py base2new --trainers CoOp MaPLe DualMIPrompt --workers 2": Run("--dry-run", env=ONE_RUN),
     'DATASETS="world world_shapes" python3 scripts/launch.py base2new --trainers CoOp DualMIPrompt --workers 2':
