@@ -7,6 +7,7 @@ raises ``WriteError`` with one line naming the file and the cause; the earlier f
 """
 import errno
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -52,16 +53,22 @@ def _os_error_in(error):
     return None
 
 
+def human_size(size):
+    """``"1.5 MiB"``; an infinite size (a cap that is lifted) is "no limit"."""
+    if math.isinf(size):
+        return "no limit"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024:
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} TiB"
+
+
 def _free_space(folder):
     try:
-        free = shutil.disk_usage(folder).free
+        return human_size(shutil.disk_usage(folder).free)
     except OSError:
         return "unknown"
-    for unit in ("bytes", "KiB", "MiB", "GiB"):
-        if free < 1024:
-            return f"{free:.0f} {unit}" if unit == "bytes" else f"{free:.1f} {unit}"
-        free /= 1024
-    return f"{free:.1f} TiB"
 
 
 def describe_write_failure(path, os_error):

@@ -13,6 +13,8 @@ import math
 import os
 import re
 
+from common.fileio import human_size as human  # noqa: F401  (the caps' messages say sizes as the write errors do)
+
 # The table's archives hold images (JPEG / PNG, already compressed) and a few text files, so each writes about its
 # own size: ~1x for the tars, ~2x for caltech-101.zip counting its inner tar.gz. A ratio of 20 leaves room for
 # archives of annotations and text, while deflate reaches ~1000:1 on repeated bytes: a 300 KB archive may write
@@ -69,16 +71,6 @@ def parse_count(text):
     if not text.isdigit() or int(text) < 1:
         raise ValueError(f"member count {text!r}: give a positive whole number (e.g. 200000) or 'none'")
     return int(text)
-
-
-def human(size):
-    if math.isinf(size):
-        return "no limit"
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024:
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.1f} TiB"
 
 
 def default_max_members(archive_size):
