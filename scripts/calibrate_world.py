@@ -51,6 +51,9 @@ def build_parser():
     p.add_argument("--kg-weight", type=float, default=8.0, help="KgCoOp's W")
     p.add_argument("--image-seed", type=int, default=7, help="the world's image seed (the suite tests on 0)")
     p.add_argument("--split", choices=("val", "test"), default="test", help="the images accuracy is measured on")
+    p.add_argument("--logit-scale", type=float, default=None,
+                   help="replace the CLIP's learned logit scale (the world CLIP learned about 21; real CLIP's is 100): "
+                        "zero-shot predictions do not change, the prompt learners' gradients do")
     p.add_argument("--threads", type=int, default=2)
     return p
 
@@ -158,6 +161,8 @@ def calibrate(args, log=print):
     from trainers.clip_loader import load_clip
 
     clip_model = load_clip("WorldCLIP", args.clip)
+    if args.logit_scale is not None:
+        clip_model.logit_scale.data.fill_(float(np.log(args.logit_scale)))
     rows = []
     for name in args.datasets:
         started = time.time()
@@ -201,6 +206,9 @@ def main(argv=None):
     if test_only:
         print(f"calibrate_world.py: {', '.join(test_only)} has no training images (a domain-generalisation target)",
               file=sys.stderr)
+        return 2
+    if args.logit_scale is not None and not args.logit_scale > 0:
+        print(f"calibrate_world.py: --logit-scale must be positive; got {args.logit_scale}", file=sys.stderr)
         return 2
     if not os.path.isfile(args.clip):
         print(f"calibrate_world.py: no CLIP weights at {args.clip}", file=sys.stderr)
