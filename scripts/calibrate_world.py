@@ -7,7 +7,7 @@
 Designing a world that behaves like the real benchmark (a context learned on the base classes gains on them and
 loses what zero-shot CLIP knows of the new ones) takes many trials. For zero-shot CLIP, CoOp and KgCoOp the image
 encoder is frozen, so each image's features are computed once (and once more mirrored, the world configs' only
-augmentation) and the context is trained on those features: a dataset takes seconds instead of minutes. The models
+augmentation) and the context is trained on those features: a dataset takes a minute or two. The models
 and losses are the trainers' own (``CoOpCLIP``, ``KgCoOpCLIP``); the loop imitates the `world` configs (SGD with
 momentum 0.9 and weight decay 5e-4, batch 32, one warm-up epoch at 1e-5, then cosine from ``--lr``), but it is not
 Dassl's loop and its few-shot draws are its own, so its numbers are close to the suite's, not equal to them. The
