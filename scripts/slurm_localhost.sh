@@ -75,10 +75,12 @@ if ! munge -n >/dev/null 2>&1; then
         echo "error: munged did not start (see $state/munged.out)" >&2; exit 3; }
 fi
 
-# the ports given, else the ones this cluster had (a restart keeps them), else SLURM's own
-saved_port() { [ -f "$conf" ] && sed -n "s/^$1=//p" "$conf" || true; }
-ctld_port=${SLURMCTLD_PORT:-$(saved_port SlurmctldPort)}
-slurmd_port=${SLURMD_PORT:-$(saved_port SlurmdPort)}
+# the ports (SLURMCTLD_PORT, SLURMD_PORT) and the seconds after which a silent node is marked down (SLURMD_TIMEOUT)
+# given, else the ones this cluster had (a restart keeps them), else SLURM's own ports and 60 s
+saved_setting() { [ -f "$conf" ] && sed -n "s/^$1=//p" "$conf" || true; }
+ctld_port=${SLURMCTLD_PORT:-$(saved_setting SlurmctldPort)}
+slurmd_port=${SLURMD_PORT:-$(saved_setting SlurmdPort)}
+slurmd_timeout=${SLURMD_TIMEOUT:-$(saved_setting SlurmdTimeout)}
 host=$(hostname)
 node=$(slurmd -C | head -1)  # this machine as slurmd sees it: NodeName=<host> CPUs=... RealMemory=...
 mkdir -p "$state/ctld" "$state/spool"
@@ -96,7 +98,7 @@ SlurmctldLogFile=$state/slurmctld.log
 SlurmdLogFile=$state/slurmd.log
 SlurmctldPort=${ctld_port:-6817}
 SlurmdPort=${slurmd_port:-6818}
-SlurmdTimeout=60
+SlurmdTimeout=${slurmd_timeout:-60}
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 MpiDefault=none

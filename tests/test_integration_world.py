@@ -77,9 +77,14 @@ def test_suite_command_end_to_end(world_env, tmp_path):
     # runs are not started again, the broken one is named with its log, the exit status says so.
     finished = os.path.join(runs, "base2new/train_base/world_shapes/shots_2/CoOp/world/seed1/results.json")
     written = os.stat(finished).st_mtime_ns
-    os.makedirs(os.path.join(world_env["DATA"], "world_signs", "junk"), exist_ok=True)  # shared DATA
-    again = run_command(command[:6] + ["world_signs"] + command[6:-5] + ["--workers", "2"] + command[-5:], env=env,
-                        check=False)
+    # A DATA of its own (the session's DATA is shared): the two generated datasets, and a folder in world_signs' place
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in ("world_shapes", "world_counts"):
+        (data / name).symlink_to(os.path.join(world_env["DATA"], name))
+    (data / "world_signs" / "junk").mkdir(parents=True)
+    again = run_command(command[:6] + ["world_signs"] + command[6:-5] + ["--workers", "2"] + command[-5:],
+                        env={**env, "DATA": str(data)}, check=False)
     assert again.returncode == 1
     assert os.stat(finished).st_mtime_ns == written
     logs = os.path.join(runs, "launch", "base2new", "logs")
