@@ -3,6 +3,7 @@
     python3 scripts/calibrate_world.py                                # the suite's datasets, ZS / CoOp / KgCoOp
     python3 scripts/calibrate_world.py --datasets world --seeds 1 2 3 --image-seed 7
     python3 scripts/calibrate_world.py --clip /path/to/other_world_clip.pt --epochs 100
+    python3 scripts/calibrate_world.py --attributes 6000          # what the image features can tell apart
 
 Designing a world that behaves like the real benchmark (a context learned on the base classes gains on them and
 loses what zero-shot CLIP knows of the new ones) takes many trials. For zero-shot CLIP, CoOp and KgCoOp the image
@@ -54,6 +55,10 @@ def build_parser():
     p.add_argument("--logit-scale", type=float, default=None,
                    help="replace the CLIP's learned logit scale (the world CLIP learned about 21; real CLIP's is 100): "
                         "zero-shot predictions do not change, the prompt learners' gradients do")
+    p.add_argument("--attributes", type=int, default=0, metavar="N",
+                   help="instead of the table: how well the frozen image features tell each attribute (shape, "
+                        "colour, pattern, count) apart, as the accuracy of a linear probe trained on 2/3 of N images "
+                        "of the pretraining stream (a stream seed of its own) and tested on the rest")
     p.add_argument("--threads", type=int, default=2)
     return p
 
@@ -183,6 +188,32 @@ def calibrate(args, log=print):
     return rows
 
 
+# The pretraining stream's seed for the attribute probe: never the pretraining's own images (seed 0).
+PROBE_STREAM_SEED = 99
+
+
+def attribute_probe(clip_model, count):
+    """``{attribute: (classes, accuracy %)}``: a logistic-regression probe per attribute on the frozen, normalised
+    image features of ``count`` pretraining-stream images, trained on the first 2/3 and tested on the rest. A
+    prompt learner of the text side alone cannot do better than what the image features hold: an attribute the
+    probe cannot read is one no context will learn."""
+    from sklearn.linear_model import LogisticRegression
+
+    from datasets.world.scenes import attributes_of
+
+    images, scenes = pretraining.render_pool(count, seed=PROBE_STREAM_SEED)
+    features = CachedImages._encode(clip_model, images).numpy()
+    attributes = [attributes_of(scene) for scene in scenes]
+    result = {}
+    for key in ("shape", "colour", "pattern", "count"):
+        rows = [i for i, found in enumerate(attributes) if found.get(key) is not None and found.get(key) != 0]
+        labels = np.array([str(attributes[i][key]) for i in rows])
+        cut = len(rows) * 2 // 3
+        probe = LogisticRegression(C=10, max_iter=3000).fit(features[rows[:cut]], labels[:cut])
+        result[key] = (len(set(labels)), float(probe.score(features[rows[cut:]], labels[cut:]) * 100))
+    return result
+
+
 def format_table(rows):
     zero_shot = {row["dataset"]: row for row in rows if row["trainer"] == "ZeroshotCLIP"}
     lines = ["| dataset | trainer | base | new | HM | base − ZS | new − ZS | cos base | cos new |",
@@ -207,6 +238,10 @@ def main(argv=None):
         print(f"calibrate_world.py: {', '.join(test_only)} has no training images (a domain-generalisation target)",
               file=sys.stderr)
         return 2
+    if args.attributes < 0 or 0 < args.attributes < 300:
+        print(f"calibrate_world.py: --attributes needs 300 images or more (a probe per attribute); got "
+              f"{args.attributes}", file=sys.stderr)
+        return 2
     if args.logit_scale is not None and not args.logit_scale > 0:
         print(f"calibrate_world.py: --logit-scale must be positive; got {args.logit_scale}", file=sys.stderr)
         return 2
@@ -214,6 +249,14 @@ def main(argv=None):
         print(f"calibrate_world.py: no CLIP weights at {args.clip}", file=sys.stderr)
         return 2
     torch.set_num_threads(args.threads)
+    if args.attributes:
+        from trainers.clip_loader import load_clip
+
+        probe = attribute_probe(load_clip("WorldCLIP", args.clip), args.attributes)
+        print("| attribute | values | linear-probe accuracy |\n|---|---|---|")
+        for key, (values, accuracy) in probe.items():
+            print(f"| {key} | {values} | {accuracy:.1f} |")
+        return 0
     print(format_table(calibrate(args)))
     return 0
 

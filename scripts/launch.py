@@ -660,13 +660,16 @@ def run_slurm(runs, opts, env, ledger, args):
             waits = [history[name]["job"] for name in waiting if name in history and states[name].state in LIVE]
             if status.state in LIVE:
                 record = history.get(run.name)
-                if status.state == "running" or not record or set(record["after"]) <= set(waits):
+                # the last job of each run it needs, whether it still runs or has just finished (SLURM then
+                # starts the dependant): a job that waits for those is right, even if no run it needs is left
+                latest = {history[name]["job"] for name in run.needs if name in history}
+                if status.state == "running" or not record or set(record["after"]) <= latest:
                     print(f"kept {run.name}: {status.state} ({status.detail})")
                     continue
                 # it waits for a job of a run that has been submitted again since: it would wait forever
                 slurm_command(["scancel", record["job"]])
                 print(f"cancelled job {record['job']} of {run.name}: it waited for job(s) "
-                      f"{','.join(sorted(set(record['after']) - set(waits)))}, which will not finish")
+                      f"{','.join(sorted(set(record['after']) - latest))}, which will not finish")
             if len(waits) < len(waiting):  # a run it needs is written by a process the launch did not start
                 states[run.name] = Status("blocked", f"by {waiting[0]} ({states[waiting[0]].state})")
                 continue

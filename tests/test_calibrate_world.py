@@ -46,10 +46,24 @@ def test_the_knowledge_term_keeps_the_class_features_near_the_hand_crafted_ones(
     assert cosines["CoOp"] < 0.9 < cosines["KgCoOp"]
 
 
+def test_the_attribute_probe_reads_the_colour_from_the_image_features():
+    """A linear probe per attribute on the shipped CLIP's image features: the colour (8 values) is read almost
+    always (a probe on features without it would be near 1 in 8)."""
+    result = run_command([sys.executable, "scripts/calibrate_world.py", "--attributes", "450", "--threads", "1"])
+    rows = {cells[0]: (int(cells[1]), float(cells[2])) for cells in
+            ([c.strip() for c in line.strip().strip("|").split("|")] for line in result.stdout.splitlines())
+            if len(cells) == 3 and cells[1].isdigit()}
+    assert set(rows) == {"shape", "colour", "pattern", "count"}
+    assert rows["colour"][0] == 8 and rows["colour"][1] >= 90
+    assert rows["shape"][0] == 10 and rows["pattern"][0] == 4 and rows["count"][0] == 4
+    assert all(0 <= accuracy <= 100 for _, accuracy in rows.values())
+
+
 def test_bad_arguments_are_one_line_and_exit_2():
     for args, message in ((["--datasets", "world_shape"], "unknown world dataset"),
                           (["--datasets", "world_sketch"], "no training images"),
-                          (["--logit-scale", "0"], "--logit-scale must be positive")):
+                          (["--logit-scale", "0"], "--logit-scale must be positive"),
+                          (["--attributes", "10"], "--attributes needs 300 images or more")):
         result = run_command([sys.executable, "scripts/calibrate_world.py", *args], check=False)
         assert result.returncode == 2
         assert message in result.stderr and "Traceback" not in result.stderr

@@ -232,6 +232,31 @@ def test_slurm_jobs_run_the_code_snapshot_of_their_launch(world, slurm):
 
 
 @pytest.mark.integration
+def test_a_relaunch_keeps_a_test_job_whose_training_has_just_finished(world, slurm):
+    """The training run has its results while its test job still waits in the queue for the training job (SLURM
+    lets it start a moment later): a launch started then keeps the test job; it neither cancels it nor submits
+    the test a second time."""
+    pytest.importorskip("submitit")
+    env = {**world, "OUTPUT": world["OUTPUT"] + "_justfinished", "SLURM_CONF": slurm, "DATASETS": "world_shapes",
+           "SEEDS": "12"}
+    held = launch_command(["base2new", "CoOp", *SLURM_SMALL, "--sbatch", "hold", *QUICK], env)
+    assert held.returncode == 0, held.stdout + held.stderr
+    train, test = job_history(env["OUTPUT"])
+    try:
+        finished = os.path.join(env["OUTPUT"], "base2new/train_base/world_shapes/shots_2/CoOp/world/seed12")
+        os.makedirs(finished)
+        with open(os.path.join(finished, "results.json"), "w") as handle:  # as the training job writes it last
+            json.dump({"accuracy": 50.0}, handle)
+        again = launch_command(["base2new", "CoOp", *SLURM_SMALL, "--sbatch", "hold", *QUICK], env)
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert "kept CoOp.test_new.world_shapes.seed12: queued" in again.stdout, again.stdout
+        assert "cancelled" not in again.stdout and "submitted" not in again.stdout, again.stdout
+        assert len(job_history(env["OUTPUT"])) == 2
+    finally:
+        subprocess.run(["scancel", train["job"], test["job"]], env=env)
+
+
+@pytest.mark.integration
 def test_max_running_puts_the_launch_s_jobs_in_lanes(world, slurm):
     """``--max-running 1``: each job also waits for the end (any end) of the job submitted before it, so that at most
     one of the launch's jobs runs at a time, whatever its own dependencies."""
