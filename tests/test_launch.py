@@ -211,18 +211,23 @@ def test_local_pool_of_two_workers_gives_the_records_of_sequential_runs(world, s
 
 @pytest.mark.integration
 def test_two_processes_for_one_run_one_trains_the_other_names_it_and_leaves(world):
+    import signal
     import time
 
     env = {**world, "OUTPUT": world["OUTPUT"] + "_lock"}
-    command = ["bash", "scripts/base2new_train.sh", "world_shapes", "1", "CoOp", "--", "OPTIM.MAX_EPOCH", "2000",
-               "OPTIM.WARMUP_EPOCH", "0"]  # long enough for the second process to start while the first trains
+    command = ["bash", "scripts/base2new_train.sh", "world_shapes", "1", "CoOp", "--", "OPTIM.MAX_EPOCH", "20",
+               "OPTIM.WARMUP_EPOCH", "0"]
     folder = os.path.join(env["OUTPUT"], "base2new/train_base/world_shapes/shots_2/CoOp/world/seed1")
     first = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     while runlock.holder_of(folder) is None:  # until the first one holds the run
         assert first.poll() is None
         time.sleep(0.05)
     holder = runlock.holder_of(folder)
-    second = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
+    os.kill(holder["pid"], signal.SIGSTOP)  # it holds the run until the second one has tried, however slow that is
+    try:
+        second = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
+    finally:
+        os.kill(holder["pid"], signal.SIGCONT)
     assert second.returncode == runlock.LOCKED_EXIT_STATUS, second.stdout[-2000:]
     assert holder["pid"] != first.pid and f"is being written by process {holder['pid']}" in second.stderr
     assert first.wait() == 0
