@@ -13,7 +13,10 @@ KNOWN_KEYS = [
     "TRAINER.COOP.N_CTX", "TRAINER.COOP.CSC", "TRAINER.COOP.CTX_INIT", "TRAINER.COOP.PREC",
     "TRAINER.COOP.CLASS_TOKEN_POSITION", "TRAINER.ZSCLIP.TEMPLATES", "MODEL.BACKBONE.NAME", "SEED",
 ]
-keys = st.one_of(st.sampled_from(KNOWN_KEYS), st.text(min_size=1, max_size=20).filter(lambda k: k.strip()),
+# A word that begins with "-" is an option to the command line, not a KEY: argparse reads it as one (its own usage
+# error, or an abbreviation of an option such as --u for --unless-finished), before any override is looked at.
+keys = st.one_of(st.sampled_from(KNOWN_KEYS),
+                 st.text(min_size=1, max_size=20).filter(lambda k: k.strip() and not k.startswith("-")),
                  st.sampled_from(KNOWN_KEYS).map(lambda k: k + "X"))
 values = st.one_of(
     st.integers(-10**6, 10**6).map(str), st.floats(allow_nan=True, allow_infinity=True).map(str),
