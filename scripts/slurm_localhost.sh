@@ -84,6 +84,9 @@ slurmd_timeout=${SLURMD_TIMEOUT:-$(saved_setting SlurmdTimeout)}
 host=$(hostname)
 node=$(slurmd -C | head -1)  # this machine as slurmd sees it: NodeName=<host> CPUs=... RealMemory=...
 mkdir -p "$state/ctld" "$state/spool"
+# sched/builtin, not backfill: SLURM 22.05's backfill scheduler, starting a requeued job, sent it its --signal
+# warning at once (0.3 s after the start, before submitit had set its handler), so the job died of SIGUSR2 instead
+# of running until its warning; one node needs no backfilling.
 cat >"$conf" <<EOF
 ClusterName=localhost
 SlurmctldHost=$host
@@ -102,7 +105,7 @@ SlurmdTimeout=${slurmd_timeout:-60}
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 MpiDefault=none
-SchedulerType=sched/backfill
+SchedulerType=sched/builtin
 SelectType=select/cons_tres
 SelectTypeParameters=CR_CPU
 ReturnToService=2
