@@ -33,6 +33,7 @@ import json
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -457,6 +458,15 @@ def run_local(runs, opts, env, ledger, args):
 
 
 # ----------------------------------------------------------------------------------------------- slurm
+def _leave_the_requeue_signal_to_submitit():
+    """Run in a job's script process before it starts. SLURM sends its time-limit warning (--signal, SIGUSR2 for
+    submitit) to every process of the job, the script too, whose default action is to die of it: were the script's
+    death seen before submitit's handler ran, the job would fail with it instead of being requeued, or, once out of
+    requeues, without saying that the time limit ended it. Ignored here (and so in all the script starts), the
+    signal is submitit's alone; when it requeues, SLURM ends the script with the job."""
+    signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+
+
 class ScriptJob:
     """What a SLURM job runs: one run's script. On a time limit or preemption submitit calls ``checkpoint``, and the
     job is requeued with the same command, which resumes from the run's last checkpoint.
@@ -471,7 +481,8 @@ class ScriptJob:
         # sbatch copies the submitting shell into the job: its variables that the launch did not choose are dropped
         # unless the job changed them (a --setup line, SLURM's own GPU binding)
         job_env = {key: value for key, value in os.environ.items() if self.dropped.get(key) != value}
-        subprocess.run(self.command, cwd=self.cwd, env={**job_env, **self.env}, check=True)
+        subprocess.run(self.command, cwd=self.cwd, env={**job_env, **self.env}, check=True,
+                       preexec_fn=_leave_the_requeue_signal_to_submitit)
 
     def checkpoint(self):
         import submitit

@@ -2,6 +2,7 @@
 one writer per run folder (common/runlock.py), the status report, and the resolved config.yaml of each run."""
 import json
 import os
+import signal
 import subprocess
 import sys
 import types
@@ -118,6 +119,15 @@ def test_a_job_s_script_gets_the_chosen_variables_and_what_the_job_itself_set(mo
     job()
     got = json.loads(seen.read_text())
     assert got["DATA"] == "d" and got["TMPDIR"] == "/job" and "CUDA_VISIBLE_DEVICES" not in got
+
+
+def test_a_job_s_script_outlives_slurm_s_time_limit_warning_which_is_submitit_s_to_handle(tmp_path):
+    """SLURM signals every process of a job before its time limit; the script must not die of it before submitit's
+    handler requeues the job (nor hide, once out of requeues, that the time limit ended it)."""
+    script = "kill -USR2 $$; sleep 0.2; echo survived > out"  # bash dies of SIGUSR2 unless it was ignored at start
+    launch.ScriptJob(["bash", "-c", script], {}, str(tmp_path))()
+    assert (tmp_path / "out").read_text() == "survived\n"
+    assert signal.getsignal(signal.SIGUSR2) is signal.SIG_DFL  # ignored in the script only, not in the job's own process
 
 
 def test_a_run_stopped_by_its_time_limit_too_often_says_to_raise_the_time(tmp_path):
