@@ -463,7 +463,7 @@ def _leave_the_requeue_signal_to_submitit():
     submitit) to every process of the job, the script too, whose default action is to die of it: were the script's
     death seen before submitit's handler ran, the job would fail with it instead of being requeued, or, once out of
     requeues, without saying that the time limit ended it. Ignored here (and so in all the script starts), the
-    signal is submitit's alone; when it requeues, SLURM ends the script with the job."""
+    signal is submitit's alone; ``ScriptJob`` ends the script when submitit requeues or gives up."""
     signal.signal(signal.SIGUSR2, signal.SIG_IGN)
 
 
@@ -481,8 +481,19 @@ class ScriptJob:
         # sbatch copies the submitting shell into the job: its variables that the launch did not choose are dropped
         # unless the job changed them (a --setup line, SLURM's own GPU binding)
         job_env = {key: value for key, value in os.environ.items() if self.dropped.get(key) != value}
-        subprocess.run(self.command, cwd=self.cwd, env={**job_env, **self.env}, check=True,
-                       preexec_fn=_leave_the_requeue_signal_to_submitit)
+        # the script leads a process group of its own, so that all it started (train.py under bash) can be ended at once
+        with subprocess.Popen(self.command, cwd=self.cwd, env={**job_env, **self.env}, start_new_session=True,
+                              preexec_fn=_leave_the_requeue_signal_to_submitit) as script:
+            try:
+                script.wait()
+            except BaseException:
+                # submitit's handler requeued the job (it then exits) or gave up on it, from inside this wait: the
+                # run must not go on beside its requeued job, writing into the same folder, outside SLURM's view
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(script.pid, signal.SIGKILL)
+                raise
+        if script.returncode:
+            raise subprocess.CalledProcessError(script.returncode, self.command)
 
     def checkpoint(self):
         import submitit

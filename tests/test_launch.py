@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import types
 
 import launch
@@ -128,6 +129,37 @@ def test_a_job_s_script_outlives_slurm_s_time_limit_warning_which_is_submitit_s_
     launch.ScriptJob(["bash", "-c", script], {}, str(tmp_path))()
     assert (tmp_path / "out").read_text() == "survived\n"
     assert signal.getsignal(signal.SIGUSR2) is signal.SIG_DFL  # ignored in the script only, not in the job's own process
+
+
+def test_when_submitit_requeues_a_job_its_script_and_what_the_script_started_end(tmp_path):
+    """submitit's handler requeues the job and exits from inside the script's wait; a run left going on would write
+    into the folder of its requeued job. Here the script starts a process, then signals the job's process as SLURM
+    does; the handler exits as submitit's does after requeuing."""
+    script = "(sleep 20; echo > finished) & echo $! > child; kill -USR2 $PPID; wait"
+
+    def requeue_and_exit(signum, frame):
+        raise SystemExit(-1)
+
+    previous = signal.signal(signal.SIGUSR2, requeue_and_exit)
+    try:
+        with pytest.raises(SystemExit):
+            launch.ScriptJob(["bash", "-c", script], {}, str(tmp_path))()
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+    child = int((tmp_path / "child").read_text())
+    deadline = time.time() + 60
+    while alive(child) and time.time() < deadline:
+        time.sleep(0.05)
+    assert not alive(child) and not (tmp_path / "finished").exists()  # ended, not left to finish
+
+
+def alive(pid):
+    """Whether ``pid`` runs (a zombie that no one has reaped yet does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
 
 
 def test_a_run_stopped_by_its_time_limit_too_often_says_to_raise_the_time(tmp_path):

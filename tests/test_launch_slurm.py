@@ -308,7 +308,7 @@ def test_a_run_that_keeps_hitting_its_time_limit_fails_with_the_hint_to_raise_th
     pytest.importorskip("submitit")
     env = {**world, "OUTPUT": world["OUTPUT"] + "_timeout", "SLURM_CONF": slurm, "DATASETS": "world_shapes",
            "SEEDS": "13"}
-    long = ["--", "OPTIM.MAX_EPOCH", "5000", "OPTIM.WARMUP_EPOCH", "0"]
+    long = ["--", "OPTIM.MAX_EPOCH", "50000", "OPTIM.WARMUP_EPOCH", "0"]  # far more than 2 attempts of < 1 min train
     done = subprocess.run([sys.executable, "scripts/launch.py", "base2new", "CoOp", "--backend", "slurm",
                            "--cpus-per-run", "1", "--mem-gb", "1", "--time", "1", "--signal-lead", "30",
                            "--max-requeues", "1", "--wait", *long], cwd=REPO, env=env, capture_output=True,
