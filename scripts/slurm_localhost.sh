@@ -84,9 +84,9 @@ slurmd_timeout=${SLURMD_TIMEOUT:-$(saved_setting SlurmdTimeout)}
 host=$(hostname)
 node=$(slurmd -C | head -1)  # this machine as slurmd sees it: NodeName=<host> CPUs=... RealMemory=...
 mkdir -p "$state/ctld" "$state/spool"
-# sched/builtin, not backfill: SLURM 22.05's backfill scheduler, starting a requeued job, sent it its --signal
-# warning at once (0.3 s after the start, before submitit had set its handler), so the job died of SIGUSR2 instead
-# of running until its warning; one node needs no backfilling.
+# sched/builtin: one node needs no backfilling. (SLURM checks time limits every 30 s, so a job's --signal warning may
+# come up to that much early, as sbatch's manual warns: a job whose limit is close to its warning's lead gets the
+# warning at once, before submitit has set its handler.)
 cat >"$conf" <<EOF
 ClusterName=localhost
 SlurmctldHost=$host

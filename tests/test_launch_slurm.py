@@ -308,9 +308,11 @@ def test_a_run_that_keeps_hitting_its_time_limit_fails_with_the_hint_to_raise_th
     pytest.importorskip("submitit")
     env = {**world, "OUTPUT": world["OUTPUT"] + "_timeout", "SLURM_CONF": slurm, "DATASETS": "world_shapes",
            "SEEDS": "13"}
+    # SLURM checks time limits every 30 s: the warning comes 10 to 40 s after each start, after submitit has set its
+    # handler and before the time limit
     long = ["--", "OPTIM.MAX_EPOCH", "50000", "OPTIM.WARMUP_EPOCH", "0"]  # far more than 2 attempts of < 1 min train
     done = subprocess.run([sys.executable, "scripts/launch.py", "base2new", "CoOp", "--backend", "slurm",
-                           "--cpus-per-run", "1", "--mem-gb", "1", "--time", "1", "--signal-lead", "30",
+                           "--cpus-per-run", "1", "--mem-gb", "1", "--time", "1", "--signal-lead", "20",
                            "--max-requeues", "1", "--wait", *long], cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=500)
     assert done.returncode == 1, done.stdout + done.stderr
