@@ -154,3 +154,12 @@ def test_maple_case_fits_the_depth_to_the_model():
     from trainers.clip_loader import random_clip
 
     assert registry.get("MaPLe").benchmark_model(random_clip("tiny"), ["a", "b"]).prompt_depth == 2
+
+
+def test_a_memory_probe_that_fails_leaves_its_fields_unmeasured_and_says_why(capsys):
+    spec = {"trainer": "CoOp", "mode": "ours", "prec": "fp32", "phase": "train", "device": "cpu", "backbone": "no-such",
+            "classes": 10, "batch": 4, "eval_classes": 10, "eval_batch": 4}
+    assert benchmark.child_memory(spec) == {"rest_bytes": None, "peak_bytes": None}
+    said = capsys.readouterr().err
+    assert said.startswith("memory probe CoOp ours fp32 train failed: ") and "no-such" in said, said
+
