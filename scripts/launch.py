@@ -458,6 +458,9 @@ def run_local(runs, opts, env, ledger, args):
 
 
 # ----------------------------------------------------------------------------------------------- slurm
+REQUEUE_SIGNAL = {signal.SIGUSR2}  # submitit's --signal
+
+
 def _leave_the_requeue_signal_to_submitit():
     """Run in a job's script process before it starts. SLURM sends its time-limit warning (--signal, SIGUSR2 for
     submitit) to every process of the job, the script too, whose default action is to die of it: were the script's
@@ -465,6 +468,7 @@ def _leave_the_requeue_signal_to_submitit():
     requeues, without saying that the time limit ended it. Ignored here (and so in all the script starts), the
     signal is submitit's alone; ``ScriptJob`` ends the script when submitit requeues or gives up."""
     signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, REQUEUE_SIGNAL)  # blocked by the job while it started the script
 
 
 class ScriptJob:
@@ -481,17 +485,24 @@ class ScriptJob:
         # sbatch copies the submitting shell into the job: its variables that the launch did not choose are dropped
         # unless the job changed them (a --setup line, SLURM's own GPU binding)
         job_env = {key: value for key, value in os.environ.items() if self.dropped.get(key) != value}
-        # the script leads a process group of its own, so that all it started (train.py under bash) can be ended at once
-        with subprocess.Popen(self.command, cwd=self.cwd, env={**job_env, **self.env}, start_new_session=True,
-                              preexec_fn=_leave_the_requeue_signal_to_submitit) as script:
+        # The script leads a process group of its own, so that all it started (train.py under bash) can be ended at
+        # once. submitit's handler may requeue the job (it then exits) or give up on it at any moment, raising here:
+        # the run must not go on beside its requeued job, writing into the same folder, outside SLURM's view. The
+        # warning is held back until the script is known, so that the handler can only run where the script is ended.
+        signal.pthread_sigmask(signal.SIG_BLOCK, REQUEUE_SIGNAL)
+        try:
+            script = subprocess.Popen(self.command, cwd=self.cwd, env={**job_env, **self.env}, start_new_session=True,
+                                      preexec_fn=_leave_the_requeue_signal_to_submitit)
             try:
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, REQUEUE_SIGNAL)
                 script.wait()
             except BaseException:
-                # submitit's handler requeued the job (it then exits) or gave up on it, from inside this wait: the
-                # run must not go on beside its requeued job, writing into the same folder, outside SLURM's view
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(script.pid, signal.SIGKILL)
+                script.wait()
                 raise
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, REQUEUE_SIGNAL)
         if script.returncode:
             raise subprocess.CalledProcessError(script.returncode, self.command)
 

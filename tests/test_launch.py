@@ -131,10 +131,20 @@ def test_a_job_s_script_outlives_slurm_s_time_limit_warning_which_is_submitit_s_
     assert signal.getsignal(signal.SIGUSR2) is signal.SIG_DFL  # ignored in the script only, not in the job's own process
 
 
-def test_when_submitit_requeues_a_job_its_script_and_what_the_script_started_end(tmp_path):
-    """submitit's handler requeues the job and exits from inside the script's wait; a run left going on would write
-    into the folder of its requeued job. Here the script starts a process, then signals the job's process as SLURM
-    does; the handler exits as submitit's does after requeuing."""
+@pytest.mark.parametrize("slow_start", [False, True])
+def test_when_submitit_requeues_a_job_its_script_and_what_the_script_started_end(tmp_path, monkeypatch, slow_start):
+    """submitit's handler requeues the job and exits, from wherever the job's process is when SLURM's warning comes;
+    a run left going on would write into the folder of its requeued job. Here the script starts a process, then
+    signals the job's process as SLURM does; the handler exits as submitit's does after requeuing. ``slow_start``:
+    the warning comes while the job's process is still starting the script (it is held back until the script is
+    known, then ends it)."""
+    if slow_start:
+        class SlowPopen(subprocess.Popen):
+            def __init__(self, *args, **kwargs):
+                super().__init__(*args, **kwargs)
+                time.sleep(2)  # the script runs, and signals, meanwhile
+
+        monkeypatch.setattr(launch.subprocess, "Popen", SlowPopen)
     script = "(sleep 20; echo > finished) & echo $! > child; kill -USR2 $PPID; wait"
 
     def requeue_and_exit(signum, frame):
