@@ -84,15 +84,17 @@ slurmd_timeout=${SLURMD_TIMEOUT:-$(saved_setting SlurmdTimeout)}
 host=$(hostname)
 node=$(slurmd -C | head -1)  # this machine as slurmd sees it: NodeName=<host> CPUs=... RealMemory=...
 mkdir -p "$state/ctld" "$state/spool"
-# sched/builtin: one node needs no backfilling. (SLURM checks time limits every 30 s, so a job's --signal warning may
-# come up to that much early, as sbatch's manual warns: a job whose limit is close to its warning's lead gets the
-# warning at once, before submitit has set its handler.)
+# cred_expire: a requeued job waits this long before it starts again (SLURM's default, 120 s, leaves room for slow
+# prologs and environments on big clusters; one local node has none). sched/builtin: one node needs no backfilling.
+# (SLURM checks time limits every 30 s, so a job's --signal warning may come up to that much early, as sbatch's
+# manual warns: a job whose limit is close to its warning's lead gets the warning at once.)
 cat >"$conf" <<EOF
 ClusterName=localhost
 SlurmctldHost=$host
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
+AuthInfo=cred_expire=30
 StateSaveLocation=$state/ctld
 SlurmdSpoolDir=$state/spool
 SlurmctldPidFile=$state/slurmctld.pid
