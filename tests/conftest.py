@@ -11,7 +11,7 @@ sys.path.insert(0, os.path.join(ROOT, "scripts"))  # the scripts' modules (table
 
 from shared_run import run_scratch  # noqa: E402
 
-# the launcher's fixtures (world, sequential, slurm), used by its two test files
+# the launcher's fixtures (world, sequential, slurm), used by its test files
 pytest_plugins = ("launch_fixtures",)
 
 HAVE_DASSL = importlib.util.find_spec("dassl") is not None
@@ -39,7 +39,8 @@ def world_env(tmp_path_factory):
 
 # The test files that take longest (a shared cluster, trained fixtures), run first: pytest.ini hands whole files to
 # the workers in collection order, and a long file handed out last would keep one worker busy after the others end.
-LONGEST_FIRST = ("test_launch_slurm.py", "test_benchmark.py", "test_integration_protocols.py", "test_launch.py",
+LONGEST_FIRST = ("test_launch_slurm.py", "test_launch_slurm_interruptions.py", "test_integration_protocols.py",
+                 "test_launch.py",
                  "test_integration_world.py", "test_doc_commands.py", "test_ivlp_promptsrc.py",
                  "test_integration_train.py", "test_integration_reliability.py", "test_integration_dualmiprompt.py")
 
