@@ -458,9 +458,6 @@ def run_local(runs, opts, env, ledger, args):
 
 
 # ----------------------------------------------------------------------------------------------- slurm
-REQUEUE_SIGNAL = {signal.SIGUSR2}  # submitit's --signal
-
-
 def _leave_the_requeue_signal_to_submitit():
     """Run in a job's script process before it starts. SLURM sends its time-limit warning (--signal, SIGUSR2 for
     submitit) to every process of the job, the script too, whose default action is to die of it: were the script's
@@ -468,7 +465,6 @@ def _leave_the_requeue_signal_to_submitit():
     requeues, without saying that the time limit ended it. Ignored here (and so in all the script starts), the
     signal is submitit's alone; ``ScriptJob`` ends the script when submitit requeues or gives up."""
     signal.signal(signal.SIGUSR2, signal.SIG_IGN)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, REQUEUE_SIGNAL)  # blocked by the job while it started the script
 
 
 class ScriptJob:
@@ -487,14 +483,19 @@ class ScriptJob:
         job_env = {key: value for key, value in os.environ.items() if self.dropped.get(key) != value}
         # The script leads a process group of its own, so that all it started (train.py under bash) can be ended at
         # once. submitit's handler may requeue the job (it then exits) or give up on it at any moment, raising here:
-        # the run must not go on beside its requeued job, writing into the same folder, outside SLURM's view. The
-        # warning is held back until the script is known, so that the handler can only run where the script is ended.
-        signal.pthread_sigmask(signal.SIG_BLOCK, REQUEUE_SIGNAL)
+        # the run must not go on beside its requeued job, writing into the same folder, outside SLURM's view. A
+        # warning that comes while the script starts is held, and handed to submitit's handler once the script is
+        # known, where the script is ended. (A signal mask would not do: it holds the signal back from one thread,
+        # and the process may have others to take it.)
+        held = []
+        submitits = signal.signal(signal.SIGUSR2, lambda signum, frame: held.append(signum))
         try:
             script = subprocess.Popen(self.command, cwd=self.cwd, env={**job_env, **self.env}, start_new_session=True,
                                       preexec_fn=_leave_the_requeue_signal_to_submitit)
             try:
-                signal.pthread_sigmask(signal.SIG_UNBLOCK, REQUEUE_SIGNAL)
+                signal.signal(signal.SIGUSR2, submitits)
+                if held:
+                    signal.raise_signal(signal.SIGUSR2)
                 script.wait()
             except BaseException:
                 with contextlib.suppress(ProcessLookupError):
@@ -502,7 +503,7 @@ class ScriptJob:
                 script.wait()
                 raise
         finally:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, REQUEUE_SIGNAL)
+            signal.signal(signal.SIGUSR2, submitits)
         if script.returncode:
             raise subprocess.CalledProcessError(script.returncode, self.command)
 
