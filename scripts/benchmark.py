@@ -331,7 +331,7 @@ def probe_memory(spec):
 
 def child_memory(spec):
     """``probe_memory(spec)`` in a process of its own (``None`` values if it fails; the reason is printed). The
-    process is forked from a server that has imported this module (torch, CLIP, the models) and made nothing else:
+    process is forked from a server that has imported the libraries (torch, CLIP, the models) and made nothing else:
     as fresh as a new interpreter, without paying an interpreter's start (seconds) for each of the dozens of probes."""
     context = multiprocessing.get_context("forkserver")
     # what this module imports (Python 3.11's forkserver does not preload '__main__' itself; a child imports this file
