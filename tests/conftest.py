@@ -40,8 +40,7 @@ def world_env(tmp_path_factory):
 # The test files that take longest (a shared cluster, trained fixtures), run first: pytest.ini hands whole files to
 # the workers in collection order, and a long file handed out last would keep one worker busy after the others end.
 LONGEST_FIRST = ("test_launch_slurm.py", "test_launch_slurm_interruptions.py", "test_integration_protocols.py",
-                 "test_launch.py",
-                 "test_integration_world.py", "test_doc_commands.py", "test_ivlp_promptsrc.py",
+                 "test_launch.py", "test_integration_world.py", "test_doc_commands.py", "test_ivlp_promptsrc.py",
                  "test_integration_train.py", "test_integration_reliability.py", "test_integration_dualmiprompt.py")
 
 

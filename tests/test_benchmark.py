@@ -162,4 +162,3 @@ def test_a_memory_probe_that_fails_leaves_its_fields_unmeasured_and_says_why(cap
     assert benchmark.child_memory(spec) == {"rest_bytes": None, "peak_bytes": None}
     said = capsys.readouterr().err
     assert said.startswith("memory probe CoOp ours fp32 train failed: ") and "no-such" in said, said
-
