@@ -137,3 +137,48 @@ def test_unfused_text_encoder_runs_clips_own_blocks_on_the_truncated_prompts():
         fused = TextEncoder(model)(embeddings, eot)
     assert torch.equal(unfused, expected)
     torch.testing.assert_close(fused, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_image_cache_encodes_each_distinct_image_once_and_returns_its_features():
+    from trainers.coop_model import CoOpCLIP
+
+    model = CoOpCLIP(tiny_clip(seed=5), ["cat", "dog"], n_ctx=2)
+    reference = CoOpCLIP(tiny_clip(seed=5), ["cat", "dog"], n_ctx=2)
+    model.use_image_cache()
+    images = torch.randn(4, 3, 32, 32)
+    batch = torch.cat([images[:2], images[:2].flip(-1), images[1:3]])  # images 0 1, mirrored 0 1, then 1 2
+    with torch.no_grad():
+        first = model.encode_image(batch)
+        expected = reference.encode_image(batch)
+    torch.testing.assert_close(first, expected, rtol=1e-5, atol=1e-6)
+    cache = model.image_cache
+    assert (cache.misses, cache.hits, len(cache)) == (5, 1, 5)  # image 1 twice in one batch: encoded once
+    again = torch.cat([images[3:], batch[:3]])
+    with torch.no_grad():
+        torch.testing.assert_close(model.encode_image(again), reference.encode_image(again), rtol=1e-5, atol=1e-6)
+    assert (cache.misses, cache.hits, len(cache)) == (6, 4, 6)
+    nudged = batch[:1].clone()
+    nudged[0, 0, 0, 0] += 1e-3  # a changed pixel is another image
+    model.encode_image(nudged)
+    assert cache.misses == 7
+    # the training loss through the cache is the loss without it, and its gradient reaches the context
+    labels = torch.tensor([0, 1, 0, 1, 0, 1])
+    loss, _, _ = model.training_loss(batch, labels)
+    expected_loss, _, _ = reference.training_loss(batch, labels)
+    torch.testing.assert_close(loss, expected_loss, rtol=1e-5, atol=1e-6)
+    loss.backward()
+    assert model.prompt_learner.ctx.grad.abs().sum() > 0
+    # a mixed image (DualMIPrompt's pixel mixing) is new every step: it bypasses the cache
+    model.encode_image(images * 0.5, cacheable=False)
+    assert len(cache) == 7
+
+
+def test_a_model_that_prompts_its_image_encoder_refuses_the_cache():
+    from trainers.coop_model import CoOpCLIP
+    from trainers.ivlp_model import IVLPCLIP
+
+    assert CoOpCLIP(tiny_clip(), ["cat"], n_ctx=2).image_encoder_is_frozen
+    ivlp = IVLPCLIP(tiny_clip(), ["cat"], depth_text=1, depth_vision=1)
+    assert not ivlp.image_encoder_is_frozen
+    with pytest.raises(ValueError, match="prompts its image encoder"):
+        ivlp.use_image_cache()

@@ -144,3 +144,41 @@ def test_the_new_baselines_resume_to_the_uninterrupted_result(tmp_path, trainer,
     assert {k: v for k, v in resumed.items() if k not in volatile} == {
         k: v for k, v in uninterrupted.items() if k not in volatile}
     assert resumed["trainer"] == trainer and resumed["epoch"] == 3
+
+
+@pytest.mark.parametrize("trainer, config", [("CoOp", "configs/trainers/CoOp/vit_b16_ctxv1.yaml"),
+                                             ("DualMIPrompt", "configs/trainers/DualMIPrompt/vit_b16_c4_ep50_batch32_ctxv1.yaml")])
+def test_cached_image_features_train_the_same_context_as_encoding_every_image(tmp_path, trainer, config):
+    root, clip_file = pets_setup(tmp_path)
+    flips = ["INPUT.TRANSFORMS", "['random_flip', 'normalize']"]  # the world configs' only augmentation
+    runs = {}
+    for cached in (False, True):
+        out = tmp_path / f"cached_{cached}"
+        run_train(train_args(root, out, trainer, config) + tiny_overrides(clip_file, epochs=3) + flips
+                  + ["MODEL.CACHE_IMAGE_FEATURES", str(cached)])
+        runs[cached] = out
+    learned = {c: torch.load(runs[c] / "prompt_learner/model.pth.tar-3", weights_only=True)["state_dict"]
+               for c in runs}
+    for name, value in learned[False].items():
+        torch.testing.assert_close(learned[True][name], value, rtol=1e-4, atol=1e-5)
+    assert record(runs[True])["accuracy"] == pytest.approx(record(runs[False])["accuracy"], abs=1e-9)
+    log = "".join(p.read_text() for p in runs[True].glob("log.txt*"))
+    encoded, reused = map(int, re.search(r"Image feature cache: (\d+) distinct images encoded, (\d+) encodings "
+                                         r"reused", log).groups())
+    train_images = 6 * len(PET_CLASSES)  # pets_setup: 6 training images per class, each seen as is or mirrored
+    assert encoded <= 2 * train_images and reused >= 3 * train_images - encoded
+    assert "Image feature cache" not in "".join(p.read_text() for p in runs[False].glob("log.txt*"))
+
+
+def test_settings_the_model_refuses_end_in_one_line(tmp_path):
+    root, clip_file = pets_setup(tmp_path)
+    ivlp = train_args(root, tmp_path / "ivlp", "IVLP", "configs/trainers/IVLP/vit_b16_c2_ep20_batch4_4+4ctx.yaml")
+    depth = ["TRAINER.IVLP.PROMPT_DEPTH_TEXT", "2", "TRAINER.IVLP.PROMPT_DEPTH_VISION", "2"]
+    cases = [(["MODEL.CACHE_IMAGE_FEATURES", "True", *depth], "error: MODEL.CACHE_IMAGE_FEATURES: IVLP prompts CLIP's "
+              "image encoder"),  # its image features change as it learns
+             ([], "error: PROMPT_DEPTH_TEXT must be between 1 (the context at the input only) and 2")]  # 9 officially
+    for extra, expected in cases:
+        result = run_train(ivlp + tiny_overrides(clip_file) + extra, check=False)
+        assert result.returncode == 2, result.stderr[-2000:]
+        assert result.stderr.strip().splitlines()[-1].startswith(expected), result.stderr[-2000:]
+        assert "Traceback" not in result.stderr

@@ -19,7 +19,7 @@ from common.images import ImageReadError  # noqa: F401  (re-exported for train.p
 
 from .checkpoints import CheckpointError, CheckpointMethods  # noqa: F401  (CheckpointError: re-exported)
 from .clip_loader import PRECISIONS, backward_and_step, grad_scaler, load_frozen_clip, precision_autocast, resolve_precision
-from .config import write_resolved_config
+from .config import ConfigError, write_resolved_config
 from .data import build_data_manager
 from .records import build_record, write_record
 from .schedule import build_lr_schedule
@@ -70,7 +70,17 @@ class PromptTrainer(CheckpointMethods, TrainerX):
         cfg = self.cfg
         self.precision = resolve_precision(self.tcfg.PREC, self.device)
         clip_model = load_frozen_clip(cfg.MODEL.BACKBONE, cfg.INPUT.SIZE, self.precision)
-        self.model = self.build_prompt_model(clip_model, self.dm.dataset.classnames).to(self.device)
+        try:
+            model = self.build_prompt_model(clip_model, self.dm.dataset.classnames)
+        except ValueError as error:  # the models check their settings against the CLIP they get (depths, widths)
+            raise ConfigError(str(error)) from None
+        self.model = model.to(self.device)
+        if cfg.MODEL.CACHE_IMAGE_FEATURES:
+            if not self.model.image_encoder_is_frozen:
+                raise ConfigError(
+                    f"MODEL.CACHE_IMAGE_FEATURES: {self.__class__.__name__} prompts CLIP's image encoder, so an image's "
+                    "features change as it learns and cannot be reused. Set MODEL.CACHE_IMAGE_FEATURES False.")
+            self.model.use_image_cache()
         learned = self.learned_parameters()
         print(f"Learned parameters: {sum(p.numel() for p in learned.values()):,} in {len(learned)} tensors")
         self.optim = build_optimizer(list(learned.values()), cfg.OPTIM) if learned else None
@@ -116,6 +126,12 @@ class PromptTrainer(CheckpointMethods, TrainerX):
         # Only now that the run is accepted: a refused run leaves the folder's config.yaml as it was.
         write_resolved_config(self.cfg)
         self.train_started = time.time()
+
+    def after_train(self):
+        cache = getattr(self.model, "image_cache", None)
+        if cache is not None:
+            print(f"Image feature cache: {cache.misses} distinct images encoded, {cache.hits} encodings reused")
+        super().after_train()
 
     def run_epoch(self):
         self.epoch_meter = MetricMeter()

@@ -180,7 +180,7 @@ class DualMIPromptCLIP(PromptedCLIP):
         options = self.options
         plan = plan_mix(labels, options.mix_mode, options.alpha)
         if options.mix_space == "pixel":
-            mixed = self.encode_image(mix(images, plan))
+            mixed = self.encode_image(mix(images, plan), cacheable=False)  # a new image every step
         else:
             mixed = F.normalize(mix(image_features, plan), dim=-1)
         prototypes = mixed_prototypes(soft, labels, plan, options.mix_mode)

@@ -4,6 +4,8 @@ The text transformer is causal: a token never sees the tokens after it, so every
 end-of-text (EOT) token of a batch of prompts cannot change any class feature. ``TextEncoder`` therefore runs
 only ``max(eot) + 1`` positions, which is exact and several times cheaper than CLIP's fixed 77.
 """
+import hashlib
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -207,6 +209,47 @@ def encode_prompted_images(visual, images, prompts=None, layer_hook=None, refere
     return x @ visual.proj if visual.proj is not None else x
 
 
+class ImageFeatureCache:
+    """The frozen image encoder's features of every distinct image it was given, keyed by the image's exact bytes.
+
+    A few-shot run shows the same training images (or their mirrored copies) every epoch, and a frozen, unprompted
+    encoder maps an image to the same features each time, so encoding each distinct input once is exact (to the
+    float rounding of a different batch). Keys are digests of the input tensors, not file names, so augmentations
+    that change pixels (crops, colour jitter) are simply new images: correct, only slower.
+    """
+
+    def __init__(self):
+        self._features = {}
+        self.hits = 0
+        self.misses = 0
+
+    @staticmethod
+    def key(image):
+        data = image.detach().to("cpu").contiguous()
+        digest = hashlib.blake2b(data.numpy().tobytes(), digest_size=20)
+        digest.update(f"{tuple(data.shape)}{data.dtype}".encode())
+        return digest.digest()
+
+    def features(self, images, encode):
+        keys = [self.key(image) for image in images]
+        missing = {}  # key -> the first row that has it (an image twice in a batch is encoded once)
+        for i, k in enumerate(keys):
+            if k not in self._features:
+                missing.setdefault(k, i)
+        if missing:
+            index = torch.tensor(list(missing.values()), device=images.device)
+            with torch.no_grad():
+                fresh = encode(images.index_select(0, index))
+            for row, k in enumerate(missing):
+                self._features[k] = fresh[row]
+        self.misses += len(missing)
+        self.hits += len(keys) - len(missing)
+        return torch.stack([self._features[k] for k in keys])
+
+    def __len__(self):
+        return len(self._features)
+
+
 class PromptedCLIP(nn.Module):
     """Frozen CLIP plus the learnable parts a trainer adds (its other submodules).
 
@@ -237,8 +280,28 @@ class PromptedCLIP(nn.Module):
     def logit_scale(self):
         return self.clip.logit_scale.exp().float()
 
-    def encode_image(self, images):
+    # The frozen encoder's features of images seen before (``use_image_cache``); None: every image is encoded.
+    image_cache = None
+
+    def encode_image(self, images, cacheable=True):
+        if self.image_cache is not None and cacheable and not self.reference_mode:
+            return self.image_cache.features(images, self._encode_frozen)
+        return self._encode_frozen(images)
+
+    def _encode_frozen(self, images):
         return F.normalize(encode_images(self.clip, images, self.reference_mode).float(), dim=-1)
+
+    @property
+    def image_encoder_is_frozen(self):
+        """Whether images go through CLIP's frozen, unprompted image encoder (this class's ``encode_image``)."""
+        return type(self).encode_image is PromptedCLIP.encode_image
+
+    def use_image_cache(self):
+        """Encode each distinct image once (``MODEL.CACHE_IMAGE_FEATURES``): exact where the image encoder is
+        frozen and unprompted; refused where it is prompted, since an image's features then change as it learns."""
+        if not self.image_encoder_is_frozen:
+            raise ValueError(f"{type(self).__name__} prompts its image encoder: its image features cannot be cached")
+        self.image_cache = ImageFeatureCache()
 
     def class_weights(self):
         """Normalised class weights ``[C, D]`` (for image-independent prompts)."""
