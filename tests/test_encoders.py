@@ -171,6 +171,11 @@ def test_image_cache_encodes_each_distinct_image_once_and_returns_its_features()
     # a mixed image (DualMIPrompt's pixel mixing) is new every step: it bypasses the cache
     model.encode_image(images * 0.5, cacheable=False)
     assert len(cache) == 7
+    # evaluation sees each test image once: nothing is cached, and the features are the encoder's
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model.encode_image(images * 2), reference.encode_image(images * 2))
+    assert (len(cache), cache.misses) == (7, 7)
 
 
 def test_a_model_that_prompts_its_image_encoder_refuses_the_cache():

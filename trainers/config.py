@@ -39,7 +39,7 @@ def add_project_keys(cfg):
     cfg.DATASET.VAL_FOLD = 0
     cfg.DATASET.VAL_FOLDS = 2
     # Encode each distinct image once per run and reuse its features (trainers whose image encoder is CLIP's frozen,
-    # unprompted one: ZeroshotCLIP, CoOp, CoCoOp, KgCoOp, DualMIPrompt); exact, and most of a small CLIP's step time
+    # unprompted one: CoOp, CoCoOp, KgCoOp, DualMIPrompt); exact, and most of a small CLIP's step time
     # when the same few-shot images come back every epoch. The world configs turn it on.
     cfg.MODEL.CACHE_IMAGE_FEATURES = False
     # A local CLIP weights file (.pt JIT archive or state dict) used instead of the named download.

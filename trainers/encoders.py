@@ -225,13 +225,15 @@ class ImageFeatureCache:
 
     @staticmethod
     def key(image):
-        data = image.detach().to("cpu").contiguous()
-        digest = hashlib.blake2b(data.numpy().tobytes(), digest_size=20)
+        """A digest of a CPU tensor's shape, dtype and bytes (any dtype: the bytes are read as they are stored)."""
+        data = image.contiguous()
+        digest = hashlib.blake2b(data.reshape(-1).view(torch.uint8).numpy().tobytes(), digest_size=20)
         digest.update(f"{tuple(data.shape)}{data.dtype}".encode())
         return digest.digest()
 
     def features(self, images, encode):
-        keys = [self.key(image) for image in images]
+        on_cpu = images.detach().to("cpu")  # one copy per batch from a GPU
+        keys = [self.key(image) for image in on_cpu]
         missing = {}  # key -> the first row that has it (an image twice in a batch is encoded once)
         for i, k in enumerate(keys):
             if k not in self._features:
@@ -280,11 +282,12 @@ class PromptedCLIP(nn.Module):
     def logit_scale(self):
         return self.clip.logit_scale.exp().float()
 
-    # The frozen encoder's features of images seen before (``use_image_cache``); None: every image is encoded.
+    # The frozen encoder's features of training images seen before (``use_image_cache``); None: every image is encoded.
     image_cache = None
 
     def encode_image(self, images, cacheable=True):
-        if self.image_cache is not None and cacheable and not self.reference_mode:
+        # Only while training: the few-shot images come back every epoch, a test image is seen once.
+        if self.image_cache is not None and cacheable and self.training and not self.reference_mode:
             return self.image_cache.features(images, self._encode_frozen)
         return self._encode_frozen(images)
 
