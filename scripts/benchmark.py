@@ -366,12 +366,12 @@ def measure(trainers, args, prec, device, matmul_flops_per_s):
             step_times = time_steps(models, images, labels, args.steps, args.warmup, prec, device)
         # MODEL.CACHE_IMAGE_FEATURES: a step whose images were seen before (as every few-shot image is after the
         # first epoch), for the trainers whose image encoder is frozen and unprompted.
-        cached = {trainer: build_case(trainer, clip_model, args.classes, mode, device).train() for trainer in trainers}
-        cached = {trainer: model for trainer, model in cached.items() if model.image_encoder_is_frozen}
-        for model in cached.values():
-            model.use_image_cache()
         cached_times = dict.fromkeys(models)
+        cached = {trainer: model for trainer, model in models.items() if model.image_encoder_is_frozen}
         if args.steps and mode == "ours" and cached:
+            cached = {trainer: build_case(trainer, clip_model, args.classes, mode, device).train() for trainer in cached}
+            for model in cached.values():
+                model.use_image_cache()
             cached_times.update(time_steps(cached, images, labels, args.steps, args.warmup, prec, device))
         del cached
         for trainer, model in models.items():

@@ -97,6 +97,22 @@ def test_ratios_are_computed_from_the_rows(quick):
         assert entry["step_ratio"] == pytest.approx(entry["step_s"] / by_key["CoOp", "ours"]["step_s"])
 
 
+def test_a_cached_step_is_timed_for_the_trainers_with_a_frozen_image_encoder_only(quick):
+    from trainers.clip_loader import random_clip
+
+    frozen = {t for t in TRAINERS
+              if registry.get(t).benchmark_model(random_clip("tiny"), benchmark.class_names(10)).image_encoder_is_frozen}
+    assert {"CoOp", "KgCoOp", "DualMIPrompt"} <= frozen and not {"IVLP", "MaPLe", "PromptSRC"} & frozen
+    for row in quick[0]["rows"]:
+        if row["mode"] == "ours" and row["trainer"] in frozen:
+            assert positive(row["cached_step_s"]), row["trainer"]
+            assert f"{row['trainer']} fp32 with cached image features: step" in quick[1]
+        else:
+            assert row["cached_step_s"] is None, (row["trainer"], row["mode"])
+        if row["trainer"] not in frozen:
+            assert f"{row['trainer']} fp32 with cached image features" not in quick[1]
+
+
 def test_report_prints_the_table_and_the_ratios(quick):
     out = quick[1]
     assert "train peak MiB" in out and "of matmul" in out and "matmul 256^2 fp32:" in out
