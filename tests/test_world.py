@@ -375,6 +375,31 @@ def test_suite_datasets_split_their_classes_into_base_and_new(name):
     assert spec.template.count("{}") == 1
 
 
+# The words both halves of a dataset may share: the count words (both halves of world_counts count from one to four).
+SHARED_WORDS = set(COUNTS.values())
+
+
+@pytest.mark.parametrize("name", catalog.SUITE)
+def test_no_new_class_name_uses_a_word_of_the_base_class_names(name):
+    """As on the real benchmarks, the new half brings words of its own: no word of a new class's name (other than a
+    count) is in the base half's names, and each half's words are the catalog's words for that half."""
+    spec = catalog.get_spec(name)
+    half = (len(spec.classes) + 1) // 2
+    words = [set(spec.classname(label).split()) for label in range(len(spec.classes))]
+    base_words, new_words = set().union(*words[:half]), set().union(*words[half:])
+    assert not (base_words & new_words) - SHARED_WORDS, (base_words & new_words)
+    for attrs in spec.classes[:half]:
+        assert all(value in catalog.BASE_WORDS[key] for key, value in attrs.items() if key != "count"), attrs
+    for attrs in spec.classes[half:]:
+        assert all(value in catalog.NEW_WORDS[key] for key, value in attrs.items() if key != "count"), attrs
+    assert not set(catalog.BASE_WORDS) ^ set(catalog.NEW_WORDS)
+    for key in catalog.BASE_WORDS:  # every word of the world is one half's
+        assert not set(catalog.BASE_WORDS[key]) & set(catalog.NEW_WORDS[key])
+    assert set(catalog.BASE_WORDS["colour"] + catalog.NEW_WORDS["colour"]) == set(COLOURS)
+    assert set(catalog.BASE_WORDS["shape"] + catalog.NEW_WORDS["shape"]) == set(SHAPES)
+    assert set(catalog.BASE_WORDS["pattern"] + catalog.NEW_WORDS["pattern"]) == set(PATTERNS)
+
+
 def test_the_suite_has_datasets_of_different_character():
     specs = [catalog.get_spec(name) for name in catalog.SUITE]
     assert len(specs) >= 5

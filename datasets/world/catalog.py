@@ -21,7 +21,7 @@ from .render import render
 from .scenes import attributes_of, describe, sample_scene
 
 # Bump when rendering, sampling or the catalog changes: a dataset on disk made by another version is refused.
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 # The seed of the world's classes (which compositions a dataset has, which are new) and the default image seed.
 # Another image seed renders the same classes with other images (other few-shot samples, other test images):
 # it measures how much a result depends on the draw of the images.
@@ -86,17 +86,31 @@ def seeded_rng(*keys):
     return np.random.default_rng(np.random.SeedSequence(entropy))
 
 
-def object_universe():
-    """Every (pattern, colour, shape) combination, in a fixed order."""
-    return [dict(pattern=p, colour=c, shape=s) for p, c, s in itertools.product(PATTERNS, COLOURS, SHAPES)]
+# The words each half of a base-to-new dataset names its classes with: the new half's names never use a word of the
+# base half's names, as the new classes of the real benchmarks bring objects, species and scenes of their own.
+BASE_WORDS = {"colour": ("red", "orange", "yellow", "green"), "shape": ("circle", "square", "triangle", "star", "cross"),
+              "pattern": ("plain", "striped")}
+NEW_WORDS = {"colour": ("blue", "purple", "pink", "brown"), "shape": ("heart", "hexagon", "crescent", "diamond", "arrow"),
+             "pattern": ("dotted", "checkered")}
+
+
+def object_universe(words=None):
+    """Every (pattern, colour, shape) combination (of ``words``' values, default all), in a fixed order."""
+    words = words or {"pattern": tuple(PATTERNS), "colour": tuple(COLOURS), "shape": SHAPES}
+    return [dict(pattern=p, colour=c, shape=s)
+            for p, c, s in itertools.product(words["pattern"], words["colour"], words["shape"])]
 
 
 def world_classes(seed=WORLD_SEED, count=40):
-    """The base-to-new dataset's classes: ``count`` combinations drawn at random; labels in the drawn order, so
-    the first half (base) and the second half (new) are both random sets of compositions."""
-    universe = object_universe()
-    order = seeded_rng(seed, "world-classes").permutation(len(universe))[:count]
-    return tuple(universe[i] for i in order)
+    """The base-to-new dataset's classes: ``count // 2`` combinations of the base words, then as many of the new
+    words, each half drawn at random (labels in the drawn order)."""
+    half = count // 2
+    classes = []
+    for part, words in (("base", BASE_WORDS), ("new", NEW_WORDS)):
+        universe = object_universe(words)
+        order = seeded_rng(seed, "world-classes", part).permutation(len(universe))[:half]
+        classes += [universe[i] for i in order]
+    return tuple(classes)
 
 
 def new_class_combinations(seed=WORLD_SEED):
@@ -105,10 +119,14 @@ def new_class_combinations(seed=WORLD_SEED):
     return {(c["pattern"], c["colour"], c["shape"]) for c in classes[(len(classes) + 1) // 2:]}
 
 
-def sign_classes(seed=WORLD_SEED, count=30):
-    """The neon-sign dataset's classes: ``count`` (colour, shape) pairs drawn at random, in the drawn order."""
-    pairs = [dict(colour=c, shape=s) for c, s in itertools.product(COLOURS, SHAPES)]
-    return tuple(pairs[i] for i in seeded_rng(seed, "sign-classes").permutation(len(pairs))[:count])
+def halves(make, seed, key):
+    """Classes of a dataset whose halves name themselves with their own words: ``make(words)`` lists the classes
+    that ``words`` can name; each half is shuffled by the seed (labels: base half first)."""
+    classes = []
+    for part, words in (("base", BASE_WORDS), ("new", NEW_WORDS)):
+        made = make(words)
+        classes += [made[i] for i in seeded_rng(seed, key, part).permutation(len(made))]
+    return tuple(classes)
 
 
 # Images per class (train, val, test) of the suite's base-to-new datasets: at least 16 shots to draw from, and
@@ -118,25 +136,29 @@ SUITE_SPLIT = (24, 8, 100)
 
 def build_catalog(seed=WORLD_SEED):
     world = world_classes(seed)
-    counts = [dict(count=n, shape=s) for n, s in itertools.product(COUNTS, SHAPES)]
-    counts = tuple(counts[i] for i in sorted(seeded_rng(seed, "count-classes").permutation(len(counts))[:20]))
     specs = [
         # The suite of base-to-new datasets (SUITE), each of another character; the last four are also the
-        # cross-dataset targets of a model trained on "world".
+        # cross-dataset targets of a model trained on "world". In each, the new half's class names use no word of
+        # the base half's (BASE_WORDS / NEW_WORDS), except the count words of world_counts.
         # Compositions (pattern x colour x shape) under warm light; its new classes are never seen in pretraining.
         WorldSpec("world", "object", "photo", world, (32, 8, 100), "a photo of a {}.", lighting="warm"),
         # Coarse classes (shape only; colour and pattern vary within a class).
-        WorldSpec("world_shapes", "object", "photo", tuple(dict(shape=s) for s in SHAPES), SUITE_SPLIT,
+        WorldSpec("world_shapes", "object", "photo",
+                  halves(lambda w: [dict(shape=s) for s in w["shape"]], seed, "shape-classes"), SUITE_SPLIT,
                   "a photo of a {}."),
         # Textures filling the image (colour x pattern) under cool light.
         WorldSpec("world_textures", "texture", "photo",
-                  tuple(dict(colour=c, pattern=p) for c, p in itertools.product(COLOURS, PATTERNS)), SUITE_SPLIT,
-                  "a photo of a {} texture.", lighting="cool"),
-        # Counting (count x shape): hard for the small CLIP, as fine-grained datasets are for CLIP.
-        WorldSpec("world_counts", "count", "photo", counts, SUITE_SPLIT, "a photo of {}."),
+                  halves(lambda w: [dict(colour=c, pattern=p) for c, p in itertools.product(w["colour"], w["pattern"])],
+                         seed, "texture-classes"), SUITE_SPLIT, "a photo of a {} texture.", lighting="cool"),
+        # Counting (count x shape): hard for the small CLIP, as fine-grained datasets are for CLIP. Both halves
+        # count from one to four; the shapes are each half's own.
+        WorldSpec("world_counts", "count", "photo",
+                  halves(lambda w: [dict(count=n, shape=s) for n, s in itertools.product(COUNTS, w["shape"])],
+                         seed, "count-classes"), SUITE_SPLIT, "a photo of {}."),
         # Another rendering style: neon signs of coloured shapes (colour x shape), under warm light.
-        WorldSpec("world_signs", "object", "neon", sign_classes(seed), SUITE_SPLIT, "a neon sign of a {}.",
-                  lighting="warm"),
+        WorldSpec("world_signs", "object", "neon",
+                  halves(lambda w: [dict(colour=c, shape=s) for c, s in itertools.product(w["colour"], w["shape"])],
+                         seed, "sign-classes"), SUITE_SPLIT, "a neon sign of a {}.", lighting="warm"),
     ]
     # Domain generalisation: the classes of "world" in other renderings (test only, like ImageNet's variants).
     for style in ("sketch", "mosaic", "neon"):
