@@ -32,7 +32,7 @@ sys.path.insert(0, REPO)
 
 from common.fileio import atomic_torch_save, atomic_write_json  # noqa: E402
 from datasets.world import catalog, pretraining  # noqa: E402
-from datasets.world.scenes import consistency_matrix  # noqa: E402
+from datasets.world.scenes import attributes_of, consistency_matrix  # noqa: E402
 
 DEFAULT_OUTPUT = os.path.join("trainers", "pretrained", "world_clip.pt")
 # The fixed subset the tests recompute the zero-shot accuracy on: the first test images of each class.
@@ -58,6 +58,14 @@ def build_parser():
     p.add_argument("--patch", type=int, default=8)
     p.add_argument("--text-width", type=int, default=64)
     p.add_argument("--text-layers", type=int, default=4)
+    p.add_argument("--logit-scale", type=float, default=0.0,
+                   help="the logit scale saved with the weights (0: the learned one). Real CLIP learned 100 (its "
+                        "ceiling); the small CLIP learns far less in a short pretraining, and the prompt learners' "
+                        "gradients depend on it (zero-shot predictions do not)")
+    p.add_argument("--grouped", type=int, default=0, metavar="K",
+                   help="every other batch holds images of K colours only (0: every batch is drawn at random): "
+                        "within such a batch colour tells little apart, so the image encoder must learn shape, "
+                        "pattern and count, which it barely learns from random batches")
     p.add_argument("--log-every", type=int, default=50)
     p.add_argument("--skip-eval", action="store_true", help="do not evaluate the other world datasets")
     p.add_argument("--evaluate-only", action="store_true",
@@ -120,6 +128,14 @@ def learning_rate(step, args):
     return args.lr * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+def grouped_batch(by_colour, args, generator):
+    """Indices of a batch of ``args.grouped`` colours drawn at random, as many images of each (drawn at random)."""
+    chosen = torch.randperm(len(by_colour), generator=generator)[:args.grouped]
+    each = args.batch // args.grouped
+    parts = [by_colour[c][torch.randperm(len(by_colour[c]), generator=generator)[:each]] for c in chosen.tolist()]
+    return torch.cat(parts).numpy()
+
+
 def cpu_seconds():
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
@@ -145,14 +161,19 @@ def train(args, log=log_line):
     optimizer = torch.optim.AdamW(parameter_groups(model, args.weight_decay), lr=args.lr, betas=(0.9, 0.98), eps=1e-6)
     tokens = Tokens()
     order_generator = torch.Generator().manual_seed(args.seed)
+    colours = np.array([attributes_of(scene)["colour"] for scene in scenes])
+    by_colour = [torch.from_numpy(np.flatnonzero(colours == colour)) for colour in sorted(set(colours))]
     order, position = torch.randperm(args.pool, generator=order_generator), 0
     model.train()
     running = []
     for step in range(args.steps):
-        if position + args.batch > args.pool:
-            order, position = torch.randperm(args.pool, generator=order_generator), 0
-        index = order[position:position + args.batch].numpy()
-        position += args.batch
+        if args.grouped and step % 2:
+            index = grouped_batch(by_colour, args, order_generator)
+        else:
+            if position + args.batch > args.pool:
+                order, position = torch.randperm(args.pool, generator=order_generator), 0
+            index = order[position:position + args.batch].numpy()
+            position += args.batch
         rng = catalog.seeded_rng(args.seed, "captions", step)
         batch_scenes = [scenes[i] for i in index]
         captions, caption_codes = pretraining.caption_batch(rng, batch_scenes)
@@ -243,6 +264,10 @@ def main(args):
         print_results(reevaluate(output, args.skip_eval))
         return
     model, timing = train(args)
+    learned_scale = model.logit_scale.exp().item()
+    if args.logit_scale:
+        with torch.no_grad():
+            model.logit_scale.fill_(math.log(args.logit_scale))
     state = {name: value.half() for name, value in model.state_dict().items()}
     atomic_torch_save(state, output)
     print(f"Saved {output} ({os.path.getsize(output) / 1e6:.1f} MB)")
@@ -252,6 +277,7 @@ def main(args):
         "settings": {k: v for k, v in vars(args).items() if k not in NOT_SETTINGS},
         "world": {"seed": catalog.WORLD_SEED, "generator_version": catalog.GENERATOR_VERSION,
                   "image_size": catalog.IMAGE_SIZE},
+        "learned_logit_scale": round(learned_scale, 2),
         "timing": {**timing, "threads": args.threads, "machine": platform.machine(),
                    "cpu_count": os.cpu_count(), "eval_wall_s": round(time.time() - evaluation_started, 1)},
         "torch": torch.__version__,
