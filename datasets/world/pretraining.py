@@ -1,13 +1,13 @@
 """Image-caption pairs for pretraining the small CLIP, and zero-shot evaluation on the world's datasets.
 
 The pretraining images come from a random stream of their own (never the datasets' images) and never show the
-base-to-new dataset's new classes: those compositions of known words are new to the model, so zero-shot accuracy
-on them measures generalisation from words, as the new classes of the real benchmarks do.
+base classes of the suite's datasets (``catalog.pretraining_holdouts``).
 """
 import numpy as np
 
 from .attributes import COLOURS, COUNTS, PATTERNS, SHAPES
-from .catalog import IMAGE_SIZE, WORLD_SEED, dataset_items, get_spec, new_class_combinations, seeded_rng
+from .catalog import (CATALOG, IMAGE_SIZE, WORLD_SEED, build_catalog, dataset_items, get_spec, held_out,
+                      pretraining_holdouts, seeded_rng)
 from .render import render
 from .scenes import attribute_codes, attributes_of, describe, sample_scene
 
@@ -26,31 +26,30 @@ def _choice(rng, mix):
     return names[int(rng.choice(len(names), p=np.array([mix[n] for n in names])))]
 
 
-def sample_pretraining_scene(rng, held_out):
+def sample_pretraining_scene(rng, holdouts):
+    """A scene of the stream; its colour, pattern, shape and count are drawn again while it would show a held-out
+    class (``holdouts``, see ``catalog.pretraining_holdouts``), so the kind and style mix stays as drawn."""
     kind = _choice(rng, KIND_MIX)
     style = _choice(rng, STYLE_MIX)
-    colour = list(COLOURS)[int(rng.integers(0, len(COLOURS)))]
-    pattern = list(PATTERNS)[int(rng.integers(0, len(PATTERNS)))]
     if kind == "texture":
         style = style if style in TEXTURE_STYLES else "photo"
-        return sample_scene(rng, kind, None, colour, pattern, style=style)
     while True:
-        shape = SHAPES[int(rng.integers(0, len(SHAPES)))]
-        if (pattern, colour, shape) not in held_out:
-            break
-        pattern = list(PATTERNS)[int(rng.integers(0, len(PATTERNS)))]
         colour = list(COLOURS)[int(rng.integers(0, len(COLOURS)))]
-    count = int(rng.integers(1, len(COUNTS) + 1)) if kind == "count" else 1
+        pattern = list(PATTERNS)[int(rng.integers(0, len(PATTERNS)))]
+        shape = None if kind == "texture" else SHAPES[int(rng.integers(0, len(SHAPES)))]
+        count = int(rng.integers(1, len(COUNTS) + 1)) if kind == "count" else 1
+        if not held_out(holdouts, kind, style, dict(colour=colour, pattern=pattern, shape=shape, count=count)):
+            break
     return sample_scene(rng, kind, shape, colour, pattern, count=count, style=style)
 
 
 def render_pool(count, seed=WORLD_SEED, world_seed=WORLD_SEED, size=IMAGE_SIZE):
     """``(images [N, size, size, 3] uint8, scenes)``: the pretraining images, from their own random stream."""
-    held_out = new_class_combinations(world_seed)
+    holdouts = pretraining_holdouts(CATALOG if world_seed == WORLD_SEED else build_catalog(world_seed))
     images = np.empty((count, size, size, 3), dtype=np.uint8)
     scenes = []
     for index in range(count):
-        scene = sample_pretraining_scene(seeded_rng(seed, "pretraining", index), held_out)
+        scene = sample_pretraining_scene(seeded_rng(seed, "pretraining", index), holdouts)
         images[index] = render(scene, size)
         scenes.append(scene)
     return images, scenes
