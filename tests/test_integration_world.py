@@ -64,7 +64,7 @@ def test_suite_command_end_to_end(world_env, tmp_path):
         common = f"world_counts/shots_2/{trainer}/world/seed1"
         base = read_record(os.path.join(runs, "base2new/train_base", common))
         new = read_record(os.path.join(runs, "base2new/test_new", common))
-        assert base["num_images"] == new["num_images"] == 10 * 100
+        assert base["num_images"] == new["num_images"] == 16 * 100  # 4 counts x 4 colours per half
         assert (base["epoch"], base["protocol"]) == ((None if trainer == "ZeroshotCLIP" else 1), "base2new")
         row = numbers["trainers"][trainer]["datasets"]["world_counts"]
         assert (row["base"]["mean"], row["new"]["mean"]) == (base["accuracy"], new["accuracy"])

@@ -199,8 +199,8 @@ def test_each_dataset_is_under_its_own_light():
             else:
                 assert np.all(np.abs(gains - catalog.LIGHTS[spec.lighting]) <= catalog.LIGHT_JITTER)
         casts[name] = spec.lighting
-    assert casts["world"] == casts["world_signs"] == "warm" and casts["world_textures"] == "cool"
-    assert casts["world_counts"] == casts["world_shapes"] == "neutral"
+    assert casts["world"] == "warm" and casts["world_textures"] == casts["world_counts"] == "cool"
+    assert casts["world_signs"] == casts["world_shapes"] == "neutral"
     with pytest.raises(ValueError, match="lighting must be one of"):
         catalog.sample_class_scene(np.random.default_rng(0), dataclasses.replace(catalog.get_spec("world"),
                                                                                  lighting="green"), 0)

@@ -29,7 +29,7 @@ def world_clip():
 
 def test_weights_are_a_small_fp16_state_dict_of_clip():
     state = torch.load(WEIGHTS, map_location="cpu", weights_only=True)
-    assert os.path.getsize(WEIGHTS) < 8e6
+    assert os.path.getsize(WEIGHTS) < 25e6  # the ceiling for a file in the repository
     assert {value.dtype for value in state.values()} == {torch.float16}
     assert state["token_embedding.weight"].shape[0] == 49408  # CLIP's whole BPE vocabulary
     assert state["positional_embedding"].shape[0] == 77

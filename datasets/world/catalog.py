@@ -164,24 +164,26 @@ def build_catalog(seed=WORLD_SEED):
         # the base half's (BASE_WORDS / NEW_WORDS), except the count words of world_counts.
         # Compositions (pattern x colour x shape) under warm light.
         WorldSpec("world", "object", "photo", world, (32, 8, 100), "a photo of a {}.", lighting="warm"),
-        # Coarse classes (shape only; colour and pattern vary within a class).
-        WorldSpec("world_shapes", "object", "photo",
+        # Coarse classes (shape only; colour and pattern vary within a class), as neon signs: a style that a twelfth
+        # of the pretraining images have, and the one where a context learned on five shapes loses the other five.
+        WorldSpec("world_shapes", "object", "neon",
                   halves(lambda w: [dict(shape=s) for s in w["shape"]], seed, "shape-classes"), SUITE_SPLIT,
-                  "a photo of a {}."),
+                  "a neon sign of a {}."),
         # Textures filling the image (colour x pattern) under cool light.
         WorldSpec("world_textures", "texture", "photo",
                   halves(lambda w: [dict(colour=c, pattern=p) for c, p in itertools.product(w["colour"], w["pattern"])],
                          seed, "texture-classes"), SUITE_SPLIT, "a photo of a {} texture.", lighting="cool"),
-        # Counting (count x colour, one shape per half: hearts in the base half, circles in the new one): how many
-        # is what CLIP reads least well, as fine-grained distinctions are for CLIP. Both halves count from one to four.
+        # Counting (count x colour, one shape per half: hearts in the base half, circles in the new one) under cool
+        # light: how many is what CLIP reads least well, as fine-grained distinctions are for CLIP. Both halves count
+        # from one to four.
         WorldSpec("world_counts", "count", "photo",
                   halves(lambda w: [dict(count=n, colour=c, shape=w["shape"][0])
                                     for n, c in itertools.product(COUNTS, w["colour"])], seed, "count-classes"),
-                  SUITE_SPLIT, "a photo of {}."),
-        # Another rendering style: neon signs of coloured shapes (colour x shape), under warm light.
+                  SUITE_SPLIT, "a photo of {}.", lighting="cool"),
+        # Neon signs of coloured shapes (colour x shape).
         WorldSpec("world_signs", "object", "neon",
                   halves(lambda w: [dict(colour=c, shape=s) for c, s in itertools.product(w["colour"], w["shape"])],
-                         seed, "sign-classes"), SUITE_SPLIT, "a neon sign of a {}.", lighting="warm"),
+                         seed, "sign-classes"), SUITE_SPLIT, "a neon sign of a {}."),
     ]
     # Domain generalisation: the classes of "world" in other renderings (test only, like ImageNet's variants).
     for style in ("sketch", "mosaic", "neon"):
