@@ -9,8 +9,9 @@ description of another image of the batch (captions leave words out: "a star" de
 image as a positive too, instead of as a negative.
 
 Deterministic: one seed fixes the model's initialisation, the pretraining images (their own random stream, never
-a dataset's images, never a new class of the base-to-new dataset), the captions and the batches; the run uses a
-fixed number of threads and deterministic algorithms. The defaults are the settings of the shipped weights.
+a dataset's images, never a base class of the suite's datasets: ``catalog.pretraining_holdouts``), the captions and
+the batches; the run uses a fixed number of threads and deterministic algorithms. The defaults are the settings of
+the shipped weights.
 The weights are saved as an fp16 state dict (loadable by ``MODEL.BACKBONE.PATH``), and a JSON file beside them
 records the settings, the time taken and the zero-shot accuracies of the saved weights.
 """
@@ -46,19 +47,19 @@ def build_parser():
     p.add_argument("--output", default=DEFAULT_OUTPUT, help="weights file (the JSON report goes beside it)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--pool", type=int, default=16000, help="pretraining images (rendered once, recaptioned)")
-    p.add_argument("--steps", type=int, default=1200)
+    p.add_argument("--pool", type=int, default=48000, help="pretraining images (rendered once, recaptioned)")
+    p.add_argument("--steps", type=int, default=3000)
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--warmup", type=int, default=60, help="linear warm-up steps")
+    p.add_argument("--warmup", type=int, default=120, help="linear warm-up steps")
     p.add_argument("--weight-decay", type=float, default=0.05)
-    p.add_argument("--embed-dim", type=int, default=64)
-    p.add_argument("--vision-width", type=int, default=64)
+    p.add_argument("--embed-dim", type=int, default=128)
+    p.add_argument("--vision-width", type=int, default=128)
     p.add_argument("--vision-layers", type=int, default=4)
     p.add_argument("--patch", type=int, default=8)
-    p.add_argument("--text-width", type=int, default=64)
+    p.add_argument("--text-width", type=int, default=128)
     p.add_argument("--text-layers", type=int, default=4)
-    p.add_argument("--logit-scale", type=float, default=0.0,
+    p.add_argument("--logit-scale", type=float, default=100.0,
                    help="the logit scale saved with the weights (0: the learned one). Real CLIP learned 100 (its "
                         "ceiling); the small CLIP learns far less in a short pretraining, and the prompt learners' "
                         "gradients depend on it (zero-shot predictions do not)")

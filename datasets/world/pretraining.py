@@ -6,8 +6,7 @@ base classes of the suite's datasets (``catalog.pretraining_holdouts``).
 import numpy as np
 
 from .attributes import COLOURS, COUNTS, PATTERNS, SHAPES
-from .catalog import (CATALOG, IMAGE_SIZE, WORLD_SEED, build_catalog, dataset_items, get_spec, held_out,
-                      pretraining_holdouts, seeded_rng)
+from .catalog import CATALOG, IMAGE_SIZE, WORLD_SEED, build_catalog, dataset_items, get_spec, held_out, pretraining_holdouts, seeded_rng
 from .render import render
 from .scenes import attribute_codes, attributes_of, describe, sample_scene
 
