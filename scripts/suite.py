@@ -235,6 +235,7 @@ def summary(results, trainers, datasets, seeds):
     the paired differences of HM between every two trainers."""
     rows = {}
     cells = {}  # trainer -> {(seed, dataset): HM of that seed on that dataset}
+    accuracies = {}  # trainer -> {(seed, dataset): (base, new)}
     for trainer in trainers:
         runs = results.get(trainer, {})
         per_dataset = {}
@@ -249,6 +250,7 @@ def summary(results, trainers, datasets, seeds):
             }
             for seed, (b, n) in by_seed.items():
                 cells.setdefault(trainer, {})[(seed, dataset)] = harmonic_mean(b, n)
+                accuracies.setdefault(trainer, {})[(seed, dataset)] = (b, n)
         # Seeds with a run on every dataset make the average (the others are reported as incomplete).
         full = [seed for seed in seeds if all(seed in runs.get(d, {}) for d in datasets)]
         avg_base = {s: statistics.fmean(runs[d][s][0] for d in datasets) for s in full}
@@ -273,7 +275,12 @@ def summary(results, trainers, datasets, seeds):
             if not shared:
                 continue
             diff = paired_difference([cells[second][c] for c in shared], [cells[first][c] for c in shared])
-            pairs.append({"a": second, "b": first, **diff})
+            # The same over the cells' base and new accuracy: where a difference of HM comes from (the methods that
+            # keep zero-shot knowledge exist for the new classes).
+            parts = {part: paired_difference([accuracies[second][c][i] for c in shared],
+                                             [accuracies[first][c][i] for c in shared])
+                     for i, part in enumerate(("base", "new"))}
+            pairs.append({"a": second, "b": first, **diff, **parts})
     return {"trainers": rows, "pairs": pairs}
 
 
@@ -369,12 +376,22 @@ def markdown(numbers, trainers, datasets, seeds, footer):
         se = "-" if row["suite_hm_se"] is None else f"{row['suite_hm_se']:.2f}"
         lines.append(f"| {trainer} | {per_seed} | {mean} | {se} |")
     if numbers["pairs"]:
-        lines += ["", "Paired differences of HM, A - B, over the (seed, dataset) cells both have; 95% t interval:",
-                  "", "| A | B | mean difference | 95% interval | cells | interval excludes 0 |", "|---|---|---|---|---|---|"]
+        lines += ["", "Paired differences of HM, A - B, over the (seed, dataset) cells both have; 95% t interval; then "
+                      "the same for the new-class and the base-class accuracy:",
+                  "", "| A | B | mean difference | 95% interval | cells | interval excludes 0 | new: difference "
+                      "[95% interval] | base: difference [95% interval] |", "|---|---|---|---|---|---|---|---|"]
+
+        def interval(diff):
+            return "-" if diff["low"] is None else f"[{diff['low']:+.2f}, {diff['high']:+.2f}]"
+
+        def with_interval(diff):
+            return f"{diff['mean']:+.2f}" + ("" if diff["low"] is None else f" {interval(diff)}")
+
         for pair in numbers["pairs"]:
-            interval = "-" if pair["low"] is None else f"[{pair['low']:+.2f}, {pair['high']:+.2f}]"
             excludes = "-" if pair["low"] is None else ("yes" if pair["low"] > 0 or pair["high"] < 0 else "no")
-            lines.append(f"| {pair['a']} | {pair['b']} | {pair['mean']:+.2f} | {interval} | {pair['n']} | {excludes} |")
+            parts = " | ".join(with_interval(pair[part]) for part in ("new", "base"))
+            lines.append(f"| {pair['a']} | {pair['b']} | {pair['mean']:+.2f} | {interval(pair)} | {pair['n']} | "
+                         f"{excludes} | {parts} |")
     lines += published_lines(numbers.get("published"))
     return "\n".join(lines) + "\n\n" + footer + "\n"
 

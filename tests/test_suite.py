@@ -71,6 +71,15 @@ def test_paired_difference_is_over_the_seed_dataset_cells(numbers):
     assert pair["mean"] == pytest.approx(statistics.fmean(diffs))
     half = 3.182446305284263 * statistics.stdev(diffs) / 2  # t(0.975, 3) * sd / sqrt(4)
     assert (pair["low"], pair["high"]) == (pytest.approx(pair["mean"] - half), pytest.approx(pair["mean"] + half))
+    for index, part in enumerate(("base", "new")):  # the same over the cells' base and new accuracy
+        diffs = [RUNS[("B", d, s)][index] - RUNS[("A", d, s)][index] for d, s in cells]
+        half = 3.182446305284263 * statistics.stdev(diffs) / 2
+        assert pair[part]["n"] == 4 and pair[part]["mean"] == pytest.approx(statistics.fmean(diffs))
+        assert pair[part]["low"] == pytest.approx(statistics.fmean(diffs) - half)
+    text = suite.markdown(numbers, ["A", "B"], ["d1", "d2"], [1, 2], "footer")
+    new, base = pair["new"], pair["base"]
+    assert (f"| {pair['n']} | no | {new['mean']:+.2f} [{new['low']:+.2f}, {new['high']:+.2f}] | "
+            f"{base['mean']:+.2f} [{base['low']:+.2f}, {base['high']:+.2f}] |") in text
 
 
 def test_a_missing_run_leaves_the_average_incomplete_and_out_of_the_pairs(tmp_path):
