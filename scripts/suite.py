@@ -58,7 +58,9 @@ from trainers.results.plots import save_figure  # noqa: E402
 from trainers.results.statistics import harmonic_mean, paired_difference  # noqa: E402
 
 CONFIG = "world"  # every trainer's config for the embedded world datasets
-QUICK_DATASETS = ("world", "world_textures")
+# The two smallest datasets (5 and 8 classes per half), on both of which a context learned on the base classes loses
+# new-class accuracy: a first look in minutes.
+QUICK_DATASETS = ("world_shapes", "world_textures")
 QUICK_SEEDS = (1,)
 
 
