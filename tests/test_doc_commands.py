@@ -112,6 +112,7 @@ RUNS = {
     # covered by test_integration_world.py, one epoch each)
     "python3 scripts/suite.py": Run("--no-run"),
     "python3 scripts/suite.py --quick": Run("--no-run"),
+    "python3 scripts/suite.py --quick --workers 2": Run("--no-run"),
     "python3 scripts/suite.py --image-seed 1": Run("--no-run"),
     "python3 scripts/suite.py --workers 2": Run("--no-run"),
     "python3 scripts/suite.py --trainers CoOp DualMIPrompt -- TRAINER.DUALMIPROMPT.N_CTX 8": Run("--no-run"),
