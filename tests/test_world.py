@@ -285,6 +285,47 @@ def test_contrastive_loss_is_clips_loss_when_every_caption_is_unique():
     assert torch.allclose(pretrain.contrastive_loss(x, y, torch.tensor(10.0), positives), expected)
 
 
+def test_the_saved_weights_carry_the_chosen_logit_scale_and_the_report_the_learned_one(tmp_path):
+    """As a user runs it (a fresh interpreter): ``--logit-scale 50`` saves 50 in the weights; the report keeps the
+    scale the pretraining learned; ``--logit-scale 0`` saves the learned one."""
+    import subprocess
+    import sys
+
+    import torch
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    tiny = ["--pool", "48", "--steps", "3", "--batch", "16", "--warmup", "1", "--vision-layers", "1", "--text-layers",
+            "1", "--embed-dim", "64", "--vision-width", "64", "--text-width", "64", "--threads", "1", "--skip-eval"]
+    saved = {}
+    for scale in ("50", "0"):
+        output = tmp_path / f"scale{scale}.pt"
+        done = subprocess.run([sys.executable, "scripts/pretrain_world_clip.py", *tiny, "--logit-scale", scale,
+                               "--output", str(output)], cwd=repo, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-2000:]
+        state = torch.load(output, map_location="cpu", weights_only=True)
+        saved[scale] = (state["logit_scale"].float().exp().item(),
+                        json.loads((tmp_path / f"scale{scale}.json").read_text()))
+    assert abs(saved["50"][0] - 50.0) < 0.1 and saved["50"][1]["settings"]["logit_scale"] == 50.0
+    learned = saved["50"][1]["learned_logit_scale"]
+    assert abs(learned - 50.0) > 1.0  # a few steps from CLIP's initial 1/0.07
+    assert saved["0"][1]["learned_logit_scale"] == learned  # the same run: deterministic
+    assert abs(saved["0"][0] - learned) < 0.05  # fp16 rounding of the learned scale
+
+
+def test_a_grouped_batch_holds_images_of_k_colours_only():
+    import torch
+
+    pretrain = load_script("pretrain_world_clip.py")
+    colours = np.array(["red", "blue", "green", "red", "blue", "green", "pink", "red", "pink"] * 4)
+    by_colour = [torch.from_numpy(np.flatnonzero(colours == c)) for c in sorted(set(colours))]
+    args = pretrain.build_parser().parse_args(["--grouped", "2", "--batch", "6"])
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(5):
+        index = pretrain.grouped_batch(by_colour, args, generator)
+        assert len(index) == 6 and len(set(index.tolist())) == 6  # 3 distinct images of each of the 2 colours
+        assert len(set(colours[index])) == 2
+
+
 # ----- generation on disk: once, whole, safe under concurrency and crashes -----
 @pytest.fixture
 def tiny_catalog(monkeypatch):

@@ -35,6 +35,15 @@ def test_weights_are_a_small_fp16_state_dict_of_clip():
     assert state["positional_embedding"].shape[0] == 77
 
 
+def test_the_saved_logit_scale_is_real_clips_and_the_learned_one_is_reported(report):
+    """The shipped weights carry CLIP's scale of 100 (``--logit-scale``), not the one the short pretraining learned,
+    which the report keeps beside its settings."""
+    state = torch.load(WEIGHTS, map_location="cpu", weights_only=True)
+    assert abs(state["logit_scale"].float().exp().item() - 100.0) < 0.5  # fp16 rounding of log(100)
+    assert report["settings"]["logit_scale"] == 100.0
+    assert 1.0 < report["learned_logit_scale"] < 100.0
+
+
 def test_weights_load_as_a_48px_vit_clip(world_clip):
     from clip import clip
 
