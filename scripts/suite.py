@@ -18,7 +18,7 @@ the launcher's SLURM options); then it reads the runs' ``results.json`` records 
 - per trainer, the suite-average HM of each seed (the mean over datasets of that seed's HM) with its standard error
   over the seeds;
 - for every pair of trainers, the paired difference of HM over the (seed, dataset) cells that both have (same seed,
-  hence the same few-shot images), its mean and 95% t interval over those cells.
+  hence the same few-shot images), its mean and 95% t interval over those cells; the same for base and new accuracy.
 
 It writes the table as markdown (``suite.md``), the numbers as JSON (``suite.json``) and a plot of per-dataset HM
 with error bars (``suite.png``) into ``--out`` (default: ``suite/`` beside the runs).
@@ -234,7 +234,7 @@ def mean_std(values):
 
 def summary(results, trainers, datasets, seeds):
     """The suite's numbers: per dataset and average (base, new, HM), per-seed suite HM with its standard error, and
-    the paired differences of HM between every two trainers."""
+    the paired differences of HM, base and new accuracy between every two trainers."""
     rows = {}
     cells = {}  # trainer -> {(seed, dataset): HM of that seed on that dataset}
     accuracies = {}  # trainer -> {(seed, dataset): (base, new)}
