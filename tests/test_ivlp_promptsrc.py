@@ -631,11 +631,14 @@ def test_base_to_new_on_the_world(runs_env, trainer):
     assert (new["subsample"], new["eval_only"], new["epoch"]) == ("new", True, epochs)
     assert base["num_classes"] == new["num_classes"] == 20
     logged = base["training"]["last_epoch"]
-    # The checkpoint holds the learned prompts (4 + 4 tokens, widths 64) and, for PromptSRC, the GPA sum of the same
-    # names: nothing of the frozen CLIP.
+    # The checkpoint holds the learned prompts (4 + 4 tokens in 3 + 3 layers, each of the world CLIP's width) and, for
+    # PromptSRC, the GPA sum of the same names: nothing of the frozen CLIP.
+    with open(os.path.join(REPO, "trainers", "pretrained", "world_clip.json")) as handle:
+        settings = json.load(handle)["settings"]
+    assert settings["text_width"] == settings["vision_width"] == 128
     last = load_checkpoint(train_dir, epochs)
     assert set(last["state_dict"]) == LEARNED
-    assert sum(v.numel() for v in last["state_dict"].values()) == 6 * 4 * 64
+    assert sum(v.numel() for v in last["state_dict"].values()) == 6 * 4 * settings["text_width"]
     if trainer == "IVLP":
         assert "gpa" not in last and set(logged) >= {"loss", "acc"}
         return
