@@ -24,6 +24,7 @@ from .data import build_data_manager
 from .records import build_record, write_record
 from .schedule import build_lr_schedule
 from .templates import dataset_templates
+from .tracking import ClassHalfTracker
 
 
 class PromptTrainer(CheckpointMethods, TrainerX):
@@ -41,6 +42,7 @@ class PromptTrainer(CheckpointMethods, TrainerX):
         self.train_started = None  # time training started; None: an evaluation-only run
         self.loaded_epoch = None  # epoch of the checkpoint loaded for evaluation
         self.loaded_from = ""  # the folder it came from
+        self.tracker = None  # TRAIN.TRACK_NEW: both halves of a validation fold, scored after every epoch
         super().__init__(cfg)
 
     @property
@@ -123,6 +125,10 @@ class PromptTrainer(CheckpointMethods, TrainerX):
 
     def before_train(self):
         super().before_train()  # resumes: a checkpoint this run may not continue stops it here
+        if self.cfg.TRAIN.TRACK_NEW:  # refused (ConfigError) where it cannot track: before anything is written
+            self.tracker = ClassHalfTracker(self)
+            print(f"epoch [{self.start_epoch}/{self.max_epoch}] tracked: "
+                  + " ".join(f"{name} {value:.4f}" for name, value in self.tracker.measure().items()))
         # Only now that the run is accepted: a refused run leaves the folder's config.yaml as it was.
         write_resolved_config(self.cfg)
         self.train_started = time.time()
@@ -136,6 +142,8 @@ class PromptTrainer(CheckpointMethods, TrainerX):
     def run_epoch(self):
         self.epoch_meter = MetricMeter()
         super().run_epoch()
+        if self.tracker is not None:
+            self.epoch_meter.update(self.tracker.measure())
         self.log_epoch_averages()
         self.update_lr()
 

@@ -59,6 +59,9 @@ def add_project_keys(cfg):
     # How many epoch checkpoints a run keeps: the newest KEEP_CHECKPOINTS (0: every one); older ones are deleted once
     # a newer one is complete. The best-on-validation checkpoint (model-best.pth.tar) is always kept.
     cfg.TRAIN.KEEP_CHECKPOINTS = 2
+    # Diagnosis on a validation fold: after every epoch, the accuracy on held-out images of the pseudo-base and the
+    # pseudo-new classes (trainers/tracking.py; logged as track_base_acc / track_new_acc). Training is unchanged.
+    cfg.TRAIN.TRACK_NEW = False
 
 
 def get_cfg_default():

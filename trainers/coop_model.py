@@ -11,6 +11,12 @@ class CoOpCLIP(PromptedCLIP):
     def __init__(self, clip_model, classnames, n_ctx=16, ctx_init="", csc=False, position="end"):
         super().__init__(clip_model)
         self.prompt_learner = ContextPrompts(clip_model, classnames, n_ctx, ctx_init, csc, position)
+        self.classnames = list(classnames)
+
+    def set_classnames(self, classnames):
+        """Build the prompts of another class set with the same context."""
+        self.prompt_learner.set_classnames(classnames)
+        self.classnames = list(classnames)
 
     def class_weights(self):
         return self.prompt_features()

@@ -45,7 +45,6 @@ class KgCoOpCLIP(CoOpCLIP):
             raise ValueError(f"W must be >= 0 (0 is CoOp); got {w}")
         self.template = template
         self.w = float(w)
-        self.classnames = list(classnames)
         # Not module state: never saved, and rebuilt from the current class names.
         self.cache = TemplateFeatureCache()
 
