@@ -43,7 +43,15 @@ def test_tracked_accuracies_are_the_evaluated_ones_and_training_is_unchanged(wor
     base_run = os.path.join(tracked_root, "train_base", COMMON.format(trainer=trainer))
     curve = tracked_lines(read(base_run, "log.txt"))
     assert sorted(curve) == [0, 1, 2]
-    assert all(set(values) == {"track_base_acc", "track_new_acc"} for values in curve.values())
+    tracked = {"track_base_acc", "track_new_acc", "track_base_cos", "track_new_cos"}
+    assert all(set(values) == tracked for values in (curve[1], curve[2]))
+    assert all(-1 <= values[key] <= 1 for values in curve.values() for key in ("track_base_cos", "track_new_cos"))
+    # Before the first step, zero-shot CLIP on the same pseudo-new images: the fold's ZeroshotCLIP run.
+    zs_line = re.search(r"epoch \[0/2\] tracked: (.*)", read(base_run, "log.txt")).group(1).split()
+    zs_new = float(zs_line[zs_line.index("zs_new_acc") + 1])
+    run_script("base2new_test.sh", ["world_shapes", 1, "ZeroshotCLIP"], ["DATASET.VAL_FOLD", "1"], env=env)
+    zs_run = os.path.join(tracked_root, "test_new", COMMON.format(trainer="ZeroshotCLIP"))
+    assert zs_new == pytest.approx(json.loads(read(zs_run, "results.json"))["accuracy"], abs=1e-3)
     base = json.loads(read(base_run, "results.json"))
     new = json.loads(read(os.path.join(tracked_root, "test_new", COMMON.format(trainer=trainer)), "results.json"))
     assert base["split"] == new["split"] == "val_fold1"

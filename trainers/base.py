@@ -127,8 +127,9 @@ class PromptTrainer(CheckpointMethods, TrainerX):
         super().before_train()  # resumes: a checkpoint this run may not continue stops it here
         if self.cfg.TRAIN.TRACK_NEW:  # refused (ConfigError) where it cannot track: before anything is written
             self.tracker = ClassHalfTracker(self)
+            tracked = {**self.tracker.measure(), **self.tracker.zero_shot_accuracy()}
             print(f"epoch [{self.start_epoch}/{self.max_epoch}] tracked: "
-                  + " ".join(f"{name} {value:.4f}" for name, value in self.tracker.measure().items()))
+                  + " ".join(f"{name} {value:.4f}" for name, value in tracked.items()))
         # Only now that the run is accepted: a refused run leaves the folder's config.yaml as it was.
         write_resolved_config(self.cfg)
         self.train_started = time.time()

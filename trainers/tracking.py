@@ -5,7 +5,11 @@ A validation run (``DATASET.VAL_FOLD k``, ``SUBSAMPLE_CLASSES base``) trains on 
 also reads the held-out images of the fold's pseudo-new classes (never a test image or a new class: the same items
 as that fold's ``SUBSAMPLE_CLASSES new`` run), encodes both halves' images once with the frozen image encoder, and
 after every epoch scores them against the class weights of the current context for each half's class names. It
-logs ``track_base_acc`` and ``track_new_acc`` in the epoch averages (epoch 0: before the first step).
+logs ``track_base_acc`` and ``track_new_acc`` in the epoch averages (epoch 0: before the first step), and
+``track_base_cos`` / ``track_new_cos``: the mean cosine between each class's weight and its zero-shot weight (the
+dataset's own template through the frozen text encoder), i.e. how far the learned classifier has moved from the
+hand-crafted one on each half. Before the first step it also prints zero-shot CLIP's accuracy on the same images
+(``zs_base_acc``, ``zs_new_acc``).
 
 Training is unchanged by it: what it builds is made with the random states saved and put back, and scoring uses no
 randomness and no gradient.
@@ -16,6 +20,7 @@ import numpy as np
 import torch
 
 from .config import ConfigError
+from .encoders import template_features
 
 
 def _random_states():
@@ -52,8 +57,21 @@ class ClassHalfTracker:
                 "base": (list(trainer.dm.dataset.classnames), *self._encode(trainer.test_loader)),
                 "new": (new_names, *self._encode(new_loader)),
             }
+            templates = trainer.hand_crafted_templates("dataset")
+            with torch.no_grad():
+                self.zero_shot = {half: template_features(model.clip, model.text_encoder, names, templates).float()
+                                  for half, (names, _, _) in self.halves.items()}
         finally:
             _restore(states)
+
+    def zero_shot_accuracy(self):
+        """``{"zs_base_acc": %, "zs_new_acc": %}``: zero-shot CLIP (the dataset's template) on the same images."""
+        return {f"zs_{half}_acc": self._accuracy(features, labels, self.zero_shot[half])
+                for half, (_, features, labels) in self.halves.items()}
+
+    @staticmethod
+    def _accuracy(features, labels, weights):
+        return round(100.0 * ((features @ weights.t()).argmax(dim=-1) == labels).float().mean().item(), 4)
 
     @staticmethod
     def _pseudo_new_half(cfg):
@@ -84,15 +102,15 @@ class ClassHalfTracker:
 
     @torch.no_grad()
     def measure(self):
-        """``{"track_base_acc": %, "track_new_acc": %}`` with the current context; the model is left on the
-        pseudo-base class names it trains on."""
+        """``{"track_<half>_acc": %, "track_<half>_cos": mean cosine to the zero-shot weights}`` for both halves with
+        the current context; the model is left on the pseudo-base class names it trains on."""
         found = {}
         try:
             for half, (names, features, labels) in self.halves.items():
                 self.model.set_classnames(names)
                 weights = self.model.class_weights().float()
-                predicted = (features @ weights.t()).argmax(dim=-1)
-                found[f"track_{half}_acc"] = round(100.0 * (predicted == labels).float().mean().item(), 4)
+                found[f"track_{half}_acc"] = self._accuracy(features, labels, weights)
+                found[f"track_{half}_cos"] = round((weights * self.zero_shot[half]).sum(dim=-1).mean().item(), 6)
         finally:
             self.model.set_classnames(self.halves["base"][0])
         return found
