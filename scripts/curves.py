@@ -13,8 +13,8 @@ averaged over the cells that all labels have, so that no curve is drawn on easie
 quantity the run logged; a resumed run's later log wins for an epoch logged twice.
 
 Writes ``<out>.md`` (the ``--keys`` at ``--epochs``, per label), ``<out>.json`` (every quantity, every epoch, mean and
-standard deviation over the cells) and ``<out>.png`` (one panel per key, one curve per label; zero-shot CLIP's
-accuracy on the same images, from the logs' epoch 0, as a dashed line where a key has one).
+standard deviation over the cells) and ``<out>.png`` (one panel per key, three to a row, one curve per label;
+zero-shot CLIP's accuracy on the same images, from the logs' epoch 0, as a dashed line where a key has one).
 """
 import argparse
 import datetime
@@ -125,8 +125,12 @@ def plot(summaries, keys, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(keys), figsize=(5.2 * len(keys), 4.2), squeeze=False)
-    for ax, key in zip(axes[0], keys):
+    columns = min(3, len(keys))
+    rows = -(-len(keys) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(5.2 * columns, 4.0 * rows), squeeze=False)
+    for ax in axes.flat[len(keys):]:
+        ax.set_visible(False)
+    for ax, key in zip(axes.flat, keys):
         for index, (label, summary) in enumerate(summaries.items()):
             epochs = [e for e in sorted(summary) if key in summary[e]]
             if not epochs:
