@@ -133,6 +133,14 @@ RUNS = {
     "python3 scripts/sweep.py DualMIPrompt --try $P.ESTIMATOR=jsd --try $P.ESTIMATOR=dv --try $P.CRITIC=bilinear "
     "--try $P.CRITIC=mlp --try $P.MIX_MODE=intra --try $P.W_TEXT_MI=0.0,$P.W_VIS_MI=0.0 --folds 1 2 --seeds 1 2 "
     "--workers 2": Run("--no-run"),
+    "python3 scripts/sweep.py DualMIPrompt --try $P.W_ALIGN=8.0 --try $P.W_CONSIST=1.0 --try "
+    "$P.W_TEXT_MI=4.0,$P.LEARN_KAPPA=False --try $P.TEMPLATES=ensemble --try $P.INFER_BETA=0.2 --try "
+    "OPTIM.MAX_EPOCH=25 --folds 1 2 --seeds 1 2 --workers 2 -- TRAIN.TRACK_NEW True": Run("--no-run"),
+    "python3 scripts/sweep.py CoOp --folds 1 2 --seeds 1 2 --workers 2 -- TRAIN.TRACK_NEW True": Run("--no-run"),
+    "python3 scripts/sweep.py KgCoOp --folds 1 2 --seeds 1 2 --workers 2 -- TRAIN.TRACK_NEW True": Run("--no-run"),
+    "python3 scripts/sweep.py ZeroshotCLIP --folds 1 2 --seeds 1 2 --workers 2": Run("--no-run"),
+    "python3 scripts/sweep.py CoOp --folds 1 2 --seeds 1 2 -- TRAIN.TRACK_NEW True": Run("--no-run"),
+    "python3 scripts/sweep.py KgCoOp --folds 1 2 --seeds 1 2 -- TRAIN.TRACK_NEW True": Run("--no-run"),
     # the tables, from the world runs above
     "python3 scripts/tables.py output/": Run(after="bash scripts/base2new_test.sh world 1"),
     "python3 scripts/tables.py output/ --protocol base2new": Run(after="bash scripts/base2new_test.sh world 1",
@@ -184,6 +192,8 @@ RUNS = {
 REAL = "needs a real dataset under DATA (python -m datasets.prepare) and the ViT-B/16 weights from the internet"
 PROTOCOL = "the whole protocol on the 11 real datasets x 3 seeds (the same scripts run on the world above)"
 GPU = "needs a CUDA GPU (scripts/gpu_check.sh runs the GPU checks)"
+CURVES = ("reads the tracked runs of two whole sweeps (40 runs each); tests/test_curves.py runs the script in a fresh "
+          "process on logs laid out as a sweep lays them out")
 CANNOT_RUN = {
     "bash scripts/setup.sh": "installs from PyPI and GitHub; .ci/run runs it before the tests",
     "python3 -m pytest -q": "the test suite itself (.ci/run runs it)",
@@ -214,6 +224,9 @@ CANNOT_RUN = {
     "python3 scripts/calibrate_world.py --clip /tmp/wide/world_clip.pt": "needs a world CLIP pretrained with a wider "
     "text side first (scripts/pretrain_world_clip.py, over half an hour on 2 cores); the tool itself runs above",
     "bash scripts/base2new.sh DualMIPrompt": PROTOCOL,
+    "python3 scripts/curves.py --runs CoOp=$R/CoOp/default --runs KgCoOp=$R/KgCoOp/default --out forgetting": CURVES,
+    "python3 scripts/curves.py --runs CoOp=$R/CoOp/default --keys loss_ce track_new_cos --epochs 0 10 50 --out more":
+        CURVES,
     'DATASETS="imagenet caltech101 oxford_pets stanford_cars oxford_flowers food101 fgvc_aircraft sun397 dtd eurosat '
     'ucf101"': "the ablation loop: every ablation config x the 11 real datasets x 3 seeds",
     "bash scripts/base2new.sh CoOp": PROTOCOL,
