@@ -20,6 +20,8 @@ setting is the reference; or, with ``--try``, the config as it is, named ``defau
 then each ``--try`` setting) keeps its runs under ``$OUTPUT/sweep/<trainer>/<setting>/fold<k>/``, so finished runs are
 skipped and an interrupted sweep continues. All runs go through the launcher (``scripts/launch.py``) in one launch:
 ``--workers N``, ``--gpus 0,1`` or ``--backend slurm`` run the settings and folds side by side.
+``--beside CoOp KgCoOp`` ranks other trainers (their default config, the same folds, seeds and overrides, in the
+folders their own sweeps use) beside the settings, as rows that are not candidates.
 The table ranks the settings by mean HM over the (fold, seed, dataset) cells that every setting finished, with the
 paired difference to the reference setting and its 95% t interval over the same cells; it is written
 to ``sweep.md`` and ``sweep.json`` in ``$OUTPUT/sweep/<trainer>/`` (``--out`` to choose).
@@ -86,6 +88,9 @@ def build_parser():
                         help="a config key and its values (repeat for a product grid)")
     parser.add_argument("--try", dest="tries", action="append", default=[], metavar="KEY=V[,KEY=V...]",
                         help="one more setting (repeat); the reference is then the config without overrides")
+    parser.add_argument("--beside", nargs="+", default=[], metavar="TRAINER",
+                        help="other trainers ranked beside the settings on the same cells (their default config, the "
+                             "same folds, seeds and overrides; not candidates), e.g. --beside CoOp KgCoOp")
     parser.add_argument("--datasets", nargs="+", default=list(SUITE))
     parser.add_argument("--seeds", nargs="+", type=int, default=[1])
     parser.add_argument("--folds", nargs="+", type=int, help="validation folds to run (default: all of --val-folds)")
@@ -199,6 +204,9 @@ def main(argv=None):
         if len(set(args.seeds)) != len(args.seeds) or len(set(args.datasets)) != len(args.datasets):
             raise suite.SuiteError("each dataset and seed may be named once")
         suite.check_trainers([args.trainer], "the trainer argument")
+        suite.check_trainers(args.beside, "--beside")
+        if args.trainer in args.beside or len(set(args.beside)) != len(args.beside):
+            raise suite.SuiteError("--beside names other trainers, each once (the swept trainer is ranked anyway)")
         suite.check_known(args.datasets, sweepable_datasets(), "dataset", "--datasets")
     except suite.SuiteError as err:
         print(f"error: {err}", file=sys.stderr)
@@ -217,6 +225,12 @@ def main(argv=None):
         print("error: two settings are the same", file=sys.stderr)
         return 2
     folders = {(name, fold): os.path.join(root, name, f"fold{fold}") for name in names for fold in args.folds}
+    # A trainer beside the settings: its default config's runs, in the folder of its own sweep with the same overrides
+    # (so ``sweep.py <it>`` and ``--beside <it>`` share their runs).
+    beside = {f"{trainer} (beside)": trainer for trainer in args.beside}
+    for label, trainer in beside.items():
+        for fold in args.folds:
+            folders[label, fold] = os.path.join(os.path.dirname(root), trainer, "default", f"fold{fold}")
     failures = []
     if not args.no_run:  # every setting and fold in one launch, so that a pool or a cluster runs them side by side
         runs = []
@@ -227,6 +241,11 @@ def main(argv=None):
                                             opts + setting_opts + ["DATASET.VAL_FOLD", str(fold),
                                                                    "DATASET.VAL_FOLDS", str(args.val_folds)],
                                             prefix=f"{name}.fold{fold}.")
+        for label, trainer in beside.items():
+            for fold in args.folds:
+                runs += suite.base2new_runs([trainer], args.datasets, args.seeds, "", folders[label, fold],
+                                            opts + ["DATASET.VAL_FOLD", str(fold), "DATASET.VAL_FOLDS", str(args.val_folds)],
+                                            prefix=f"beside.{trainer}.fold{fold}.")
         try:
             failures = suite.execute(runs, root, args)
         except suite.launch.LaunchError as err:
@@ -235,7 +254,10 @@ def main(argv=None):
     results = {name: {fold: suite.collect(folders[name, fold], shots, [args.trainer], args.datasets, args.seeds,
                                           config=args.config).get(args.trainer, {}) for fold in args.folds}
                for name in names}
-    rows = rank(results, names, args.datasets, args.seeds, args.folds)
+    for label, trainer in beside.items():
+        results[label] = {fold: suite.collect(folders[label, fold], shots, [trainer], args.datasets, args.seeds,
+                                              config="").get(trainer, {}) for fold in args.folds}
+    rows = rank(results, names + list(beside), args.datasets, args.seeds, args.folds)
     elapsed = time.time() - started
     footer = (f"{args.trainer} on {', '.join(args.datasets)}; validation folds {' '.join(map(str, args.folds))} of "
               f"{args.val_folds}; seeds "
@@ -246,7 +268,8 @@ def main(argv=None):
     text = markdown(rows, names[0], footer)
     out = args.out or root
     os.makedirs(out, exist_ok=True)
-    record = {"trainer": args.trainer, "runs": root, "grid": [[k, v] for k, v in grid], "datasets": args.datasets,
+    record = {"trainer": args.trainer, "runs": root, "grid": [[k, v] for k, v in grid], "beside": args.beside,
+              "datasets": args.datasets,
               "seeds": args.seeds, "folds": args.folds, "overrides": opts, "reference": names[0], "ranking": rows,
               "failures": failures, "date": str(datetime.date.today()), "commit": suite.commit(),
               "machine": suite.machine(), "elapsed_s": round(elapsed, 1)}

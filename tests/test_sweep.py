@@ -111,3 +111,45 @@ def test_an_unknown_trainer_or_dataset_is_an_error_with_suggestions(tmp_path, ar
     assert result.stderr.startswith("error: ") and len(result.stderr.strip().splitlines()) == 1
     assert expected in result.stderr
     assert os.listdir(tmp_path) == []
+
+
+def write_fold_results(output, trainer, fold, dataset, pair):
+    for folder, accuracy in zip(suite.run_dirs(str(output), dataset, "16", trainer, 1, config=""), pair):
+        folder = folder.replace(os.sep + "?" + os.sep, os.sep + "world" + os.sep)
+        os.makedirs(folder)
+        with open(os.path.join(folder, "results.json"), "w") as handle:
+            json.dump({"accuracy": accuracy, "split": f"val_fold{fold}"}, handle)
+
+
+def test_a_trainer_beside_the_settings_is_ranked_on_the_same_cells_in_a_fresh_process(tmp_path):
+    """``--beside CoOp``: CoOp's default runs, in the folder its own sweep uses, ranked as a row that is not a
+    candidate, with its paired difference to the swept trainer's reference."""
+    root = tmp_path / "sweep"
+    ours = {1: (80.0, 70.0), 2: (82.0, 66.0)}
+    theirs = {1: (84.0, 60.0), 2: (81.0, 62.0)}
+    for fold in (1, 2):
+        write_fold_results(root / "DualMIPrompt" / "default" / f"fold{fold}", "DualMIPrompt", fold, "world", ours[fold])
+        write_fold_results(root / "CoOp" / "default" / f"fold{fold}", "CoOp", fold, "world", theirs[fold])
+    out = tmp_path / "table"
+    result = subprocess.run([sys.executable, "scripts/sweep.py", "DualMIPrompt", "--beside", "CoOp", "--datasets",
+                             "world", "--no-run", "--out", str(out)], cwd=suite.REPO,
+                            env={**os.environ, "OUTPUT": str(tmp_path)}, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    numbers = json.loads((out / "sweep.json").read_text())
+    rows = {row["setting"]: row for row in numbers["ranking"]}
+    assert set(rows) == {"default", "CoOp (beside)"} and numbers["beside"] == ["CoOp"]
+    coop = rows["CoOp (beside)"]
+    assert coop["hm"] == pytest.approx(statistics.fmean(hm(*theirs[f]) for f in (1, 2)))
+    assert coop["vs_reference"]["mean"] == pytest.approx(
+        statistics.fmean(hm(*theirs[f]) - hm(*ours[f]) for f in (1, 2)))
+    assert "| CoOp (beside) |" in (out / "sweep.md").read_text()
+
+
+@pytest.mark.parametrize("beside, expected", [(["DualMIPrompt"], "--beside names other trainers"),
+                                              (["CoOp", "CoOp"], "--beside names other trainers"),
+                                              (["CoOpp"], "unknown trainer 'CoOpp' (--beside)")])
+def test_beside_errors(tmp_path, beside, expected):
+    result = subprocess.run([sys.executable, "scripts/sweep.py", "DualMIPrompt", "--beside", *beside, "--no-run"],
+                            cwd=suite.REPO, env={**os.environ, "OUTPUT": str(tmp_path)}, capture_output=True, text=True)
+    assert result.returncode == 2 and expected in result.stderr and "Traceback" not in result.stderr
+    assert os.listdir(tmp_path) == []
