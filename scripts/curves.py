@@ -131,15 +131,19 @@ def plot(summaries, keys, path):
     for ax in axes.flat[len(keys):]:
         ax.set_visible(False)
     for ax, key in zip(axes.flat, keys):
+        zeros = {}
         for index, (label, summary) in enumerate(summaries.items()):
             epochs = [e for e in sorted(summary) if key in summary[e]]
             if not epochs:
                 continue
-            colour = f"C{index}"
-            ax.plot(epochs, [summary[e][key]["mean"] for e in epochs], color=colour, label=plain(label))
+            ax.plot(epochs, [summary[e][key]["mean"] for e in epochs], color=f"C{index}", label=plain(label))
             zero = summary[min(summary)].get(ZERO_SHOT.get(key, ""))
             if zero is not None:
-                ax.axhline(zero["mean"], color=colour, linestyle="--", linewidth=0.8)
+                zeros[f"C{index}"] = zero["mean"]
+        # The labels share their cells, so their zero-shot accuracies are one number: one grey line, else one each.
+        same = len({round(value, 9) for value in zeros.values()}) == 1
+        for colour, value in (list(zeros.items())[:1] if same else zeros.items()):
+            ax.axhline(value, color="grey" if same else colour, linestyle="--", linewidth=0.9)
         ax.set_xlabel("epoch")
         ax.set_title(plain(key) + (" (dashed: zero-shot CLIP)" if key in ZERO_SHOT else ""), fontsize=9)
         ax.grid(alpha=0.3)
