@@ -139,6 +139,9 @@ RUNS = {
     "python3 scripts/sweep.py CoOp --folds 1 2 --seeds 1 2 --workers 2 -- TRAIN.TRACK_NEW True": Run("--no-run"),
     "python3 scripts/sweep.py KgCoOp --folds 1 2 --seeds 1 2 --workers 2 -- TRAIN.TRACK_NEW True": Run("--no-run"),
     "python3 scripts/sweep.py ZeroshotCLIP --folds 1 2 --seeds 1 2 --workers 2": Run("--no-run"),
+    "python3 scripts/sweep.py DualMIPrompt --try $P.W_ALIGN=8.0 --try $P.W_CONSIST=1.0 --try "
+    "$P.W_TEXT_MI=4.0,$P.LEARN_KAPPA=False --try $P.TEMPLATES=ensemble --try $P.INFER_BETA=0.2 --try "
+    "OPTIM.MAX_EPOCH=25 --folds 1 2 --seeds 1 2 --beside CoOp KgCoOp --no-run -- TRAIN.TRACK_NEW True": Run(),
     "python3 scripts/sweep.py CoOp --folds 1 2 --seeds 1 2 -- TRAIN.TRACK_NEW True": Run("--no-run"),
     "python3 scripts/sweep.py KgCoOp --folds 1 2 --seeds 1 2 -- TRAIN.TRACK_NEW True": Run("--no-run"),
     # the tables, from the world runs above
@@ -226,6 +229,12 @@ CANNOT_RUN = {
     "bash scripts/base2new.sh DualMIPrompt": PROTOCOL,
     "python3 scripts/curves.py --runs CoOp=$R/CoOp/default --runs KgCoOp=$R/KgCoOp/default --out forgetting": CURVES,
     "python3 scripts/curves.py --runs CoOp=$R/CoOp/default --keys loss_ce track_new_cos --epochs 0 10 50 --out more":
+        CURVES,
+    "python3 scripts/curves.py --runs CoOp=$R/CoOp/default --runs KgCoOp=$R/KgCoOp/default --runs "
+    "DualMIPrompt=$R/DualMIPrompt/default --keys track_new_acc track_base_acc track_new_cos --out forgetting_curves":
+        CURVES,
+    "python3 scripts/curves.py --runs DualMIPrompt=$R/DualMIPrompt/default --keys cos_soft_hand mi_bound_text "
+    "mi_ceiling_text kappa_text grad_ctx_ce grad_ctx_text_mi grad_ctx_vis_mi mi_bound_vis kappa_vis --out terms":
         CURVES,
     'DATASETS="imagenet caltech101 oxford_pets stanford_cars oxford_flowers food101 fgvc_aircraft sun397 dtd eurosat '
     'ucf101"': "the ablation loop: every ablation config x the 11 real datasets x 3 seeds",
