@@ -60,7 +60,8 @@ def add_project_keys(cfg):
     # a newer one is complete. The best-on-validation checkpoint (model-best.pth.tar) is always kept.
     cfg.TRAIN.KEEP_CHECKPOINTS = 2
     # Diagnosis on a validation fold: after every epoch, the accuracy on held-out images of the pseudo-base and the
-    # pseudo-new classes (trainers/tracking.py; logged as track_base_acc / track_new_acc). Training is unchanged.
+    # pseudo-new classes and each half's cosine to its zero-shot weights (trainers/tracking.py; logged as
+    # track_<half>_acc / track_<half>_cos). Training is unchanged.
     cfg.TRAIN.TRACK_NEW = False
 
 
