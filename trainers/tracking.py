@@ -96,7 +96,7 @@ class ClassHalfTracker:
     def _encode(self, loader):
         features, labels = [], []
         for batch in loader:
-            features.append(self.model._encode_frozen(batch["img"].to(self.device)))
+            features.append(self.model.encode_image(batch["img"].to(self.device), cacheable=False))
             labels.append(batch["label"].to(self.device))
         return torch.cat(features), torch.cat(labels)
 
