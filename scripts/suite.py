@@ -5,6 +5,7 @@ the statistics that say whether one method beats another.
     python3 scripts/suite.py --quick                           # one seed, two datasets: a first look
     python3 scripts/suite.py --trainers CoOp DualMIPrompt --seeds 1 2 3 -- TRAINER.DUALMIPROMPT.N_CTX 8
     python3 scripts/suite.py --image-seed 1                    # the same classes rendered with other images
+    python3 scripts/suite.py --image-seed 0 1 2                # three draws of the images, their cells pooled
     python3 scripts/suite.py --workers 2                       # two runs at a time (--backend slurm: as SLURM jobs)
 
 For every dataset, trainer and seed it runs ``scripts/base2new_train.sh`` and ``scripts/base2new_test.sh`` with the
@@ -24,7 +25,9 @@ It writes the table as markdown (``suite.md``), the numbers as JSON (``suite.jso
 with error bars (``suite.png``) into ``--out`` (default: ``suite/`` beside the runs).
 Environment: ``DATA`` (default ``./data``; the datasets are generated there on first use), ``OUTPUT`` (default
 ``./output``), ``SHOTS`` (16). ``--image-seed N`` renders the datasets with image seed N (``DATASET.WORLD_IMAGE_SEED``;
-same classes, other images) and keeps its runs under ``$OUTPUT/imageseed<N>``; runs with ``-- KEY VALUE`` overrides
+same classes, other images) and keeps its runs under ``$OUTPUT/imageseed<N>``; several image seeds run each and pool
+their cells, a seed of the tables being ``<image seed>/<seed>`` (one draw of the images and of the few shots), into
+``suite_imageseeds_<N>_<M>...`` beside the runs; runs with ``-- KEY VALUE`` overrides
 live under ``overrides_<hash of the overrides>``, so a finished run of another setting is never taken for one of these.
 """
 import argparse
@@ -83,8 +86,9 @@ def build_parser():
     parser.add_argument("--seeds", nargs="+", type=int, help="default: 1 2 3 (--quick: 1)")
     parser.add_argument("--datasets", nargs="+", help=f"default: {' '.join(SUITE)} (--quick: {' '.join(QUICK_DATASETS)})")
     parser.add_argument("--quick", action="store_true", help="one seed and two datasets unless given")
-    parser.add_argument("--image-seed", type=int, default=0,
-                        help="render the datasets with this image seed (same classes, other images); default 0")
+    parser.add_argument("--image-seed", type=int, nargs="+", default=[0],
+                        help="render the datasets with this image seed (same classes, other images); default 0. "
+                             "Several: run each, and pool their cells in the tables")
     parser.add_argument("--out", default="", help="folder for suite.md, suite.json and suite.png")
     parser.add_argument("--no-run", action="store_true", help="only build the tables from the runs already done")
     launch.add_backend_arguments(parser, slurm_wait_option=False)
@@ -117,8 +121,10 @@ def resolve(args):
     check_known(datasets, usable, "dataset", "--datasets", "The suite runs base-to-new on the world's datasets")
     if len(set(seeds)) != len(seeds) or len(set(datasets)) != len(datasets) or len(set(args.trainers)) != len(args.trainers):
         raise SuiteError("each trainer, dataset and seed may be named once")
-    if args.image_seed < 0:
-        raise SuiteError(f"--image-seed must be zero or positive; got {args.image_seed}")
+    if any(image_seed < 0 for image_seed in args.image_seed):
+        raise SuiteError(f"--image-seed must be zero or positive; got {' '.join(map(str, args.image_seed))}")
+    if len(set(args.image_seed)) != len(args.image_seed):
+        raise SuiteError("each image seed may be named once")
     if not os.environ.get("SHOTS", "16").isdigit():
         raise SuiteError(f"SHOTS must be a positive number of shots; got {os.environ['SHOTS']!r}")
     opts = list(args.opts)
@@ -225,6 +231,22 @@ def collect(output, shots, trainers, datasets, seeds, config=CONFIG):
                 if base is not None and new is not None:
                     found.setdefault(trainer, {}).setdefault(dataset, {})[seed] = (base, new)
     return found
+
+
+def collect_draws(outputs, shots, trainers, datasets, seeds, config=CONFIG):
+    """``(results, seeds)`` over the image seeds' run folders ``outputs`` (``{image seed: folder}``): for one, its
+    ``collect`` and ``seeds``; for several, every image seed's cells pooled, each seed named ``"<image seed>/<seed>"``
+    (a draw of the images and of the few shots), so that the statistics treat each draw as a seed."""
+    if len(outputs) == 1:
+        (output,) = outputs.values()
+        return collect(output, shots, trainers, datasets, seeds, config), list(seeds)
+    pooled = {}
+    for image_seed, output in outputs.items():
+        for trainer, by_dataset in collect(output, shots, trainers, datasets, seeds, config).items():
+            for dataset, by_seed in by_dataset.items():
+                for seed, accuracies in by_seed.items():
+                    pooled.setdefault(trainer, {}).setdefault(dataset, {})[f"{image_seed}/{seed}"] = accuracies
+    return pooled, [f"{image_seed}/{seed}" for image_seed in outputs for seed in seeds]
 
 
 def mean_std(values):
@@ -483,9 +505,10 @@ def main(argv=None):
     except SuiteError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    output = output_root(args.image_seed, opts)
-    if args.image_seed:
-        opts = opts + ["DATASET.WORLD_IMAGE_SEED", str(args.image_seed)]
+    image_seeds = args.image_seed
+    outputs = {image_seed: output_root(image_seed, opts) for image_seed in image_seeds}
+    run_opts = {image_seed: opts + (["DATASET.WORLD_IMAGE_SEED", str(image_seed)] if image_seed else [])
+                for image_seed in image_seeds}
     shots = os.environ.get("SHOTS", "16")
     started = time.time()
     failures = []
@@ -497,21 +520,32 @@ def main(argv=None):
                 print(f"{trainer}: skipped, {reason}")
         trainers = [t for t in trainers if not missing[t]]
         try:
-            failures = execute(base2new_runs(trainers, datasets, seeds, CONFIG, output, opts), output, args)
+            for image_seed, output in outputs.items():
+                failures += execute(base2new_runs(trainers, datasets, seeds, CONFIG, output, run_opts[image_seed]),
+                                    output, args)
         except launch.LaunchError as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
     elapsed = time.time() - started
-    numbers = summary(collect(output, shots, trainers, datasets, seeds), trainers, datasets, seeds)
+    results, cell_seeds = collect_draws(outputs, shots, trainers, datasets, seeds)
+    numbers = summary(results, trainers, datasets, cell_seeds)
     numbers["published"] = beside_published(numbers, trainers, datasets)
-    footer = (f"Suite: {', '.join(datasets)}; {shots} shots; seeds {' '.join(map(str, seeds))}; image seed "
-              f"{args.image_seed}{'; overrides ' + ' '.join(opts) if opts else ''}. Run on {datetime.date.today()} at "
+    pooled = len(image_seeds) > 1
+    draws = (f"image seeds {' '.join(map(str, image_seeds))}, their cells pooled (a seed is <image seed>/<seed>)"
+             if pooled else f"image seed {image_seeds[0]}")
+    shown_opts = run_opts[image_seeds[0]] if not pooled else opts
+    footer = (f"Suite: {', '.join(datasets)}; {shots} shots; seeds {' '.join(map(str, seeds))}; {draws}"
+              f"{'; overrides ' + ' '.join(shown_opts) if shown_opts else ''}. Run on {datetime.date.today()} at "
               f"commit {commit()} on {machine()}; {elapsed / 60:.1f} min.")
-    text = markdown(numbers, trainers, datasets, seeds, footer)
-    out = args.out or os.path.join(output, "suite")
+    text = markdown(numbers, trainers, datasets, cell_seeds, footer)
+    default_out = (os.path.join(output_root(0, opts), "suite_imageseeds_" + "_".join(map(str, image_seeds)))
+                   if pooled else os.path.join(outputs[image_seeds[0]], "suite"))
+    out = args.out or default_out
     os.makedirs(out, exist_ok=True)
-    record = {"datasets": list(datasets), "seeds": list(seeds), "shots": int(shots), "runs": output,
-              "image_seed": args.image_seed, "overrides": opts, "date": str(datetime.date.today()), "commit": commit(),
+    record = {"datasets": list(datasets), "seeds": list(seeds), "shots": int(shots),
+              "runs": list(outputs.values()) if pooled else outputs[image_seeds[0]],
+              "image_seed": None if pooled else image_seeds[0], "image_seeds": list(image_seeds),
+              "overrides": shown_opts, "date": str(datetime.date.today()), "commit": commit(),
               "machine": machine(), "elapsed_s": round(elapsed, 1), "failures": failures, **numbers}
     written = []
     if any(numbers["trainers"][t]["datasets"][d]["hm"] is not None for t in trainers for d in datasets):

@@ -114,6 +114,7 @@ RUNS = {
     "python3 scripts/suite.py --quick": Run("--no-run"),
     "python3 scripts/suite.py --quick --workers 2": Run("--no-run"),
     "python3 scripts/suite.py --image-seed 1": Run("--no-run"),
+    "python3 scripts/suite.py --image-seed 0 1 2": Run("--no-run"),
     "python3 scripts/suite.py --workers 2": Run("--no-run"),
     "python3 scripts/suite.py --trainers CoOp DualMIPrompt -- TRAINER.DUALMIPROMPT.N_CTX 8": Run("--no-run"),
     "python3 scripts/suite.py --backend slurm --cpus-per-run 1 --time 30": Run("--no-run"),

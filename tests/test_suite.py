@@ -108,6 +108,7 @@ def test_command_line_settings(tmp_path):
     assert suite.resolve(parse(["--image-seed", "2", "--", "OPTIM.MAX_EPOCH", "1"]))[2] == ["OPTIM.MAX_EPOCH", "1"]
     for bad, message in ((["--datasets", "nowhere"], "world's datasets"), (["--datasets", "world_sketch"], "world's"),
                          (["--seeds", "1", "1"], "once"), (["--image-seed", "-1"], "zero or positive"),
+                         (["--image-seed", "0", "2", "0"], "image seed may be named once"),
                          (["--", "OPTIM.LR"], "KEY VALUE"), (["--", "DATASET.WORLD_IMAGE_SEED", "1"], "--image-seed"),
                          (["--", "DATASET.VAL_FOLD", "1"], "sweep")):
         with pytest.raises(suite.SuiteError, match=message):
@@ -186,3 +187,47 @@ def test_an_unknown_trainer_or_dataset_is_an_error_with_suggestions(tmp_path, ar
     assert result.stderr.startswith("error: ") and len(result.stderr.strip().splitlines()) == 1
     assert expected in result.stderr
     assert not (tmp_path / "t").exists() and not (tmp_path / "o").exists()
+
+
+def test_several_image_seeds_pool_their_cells(tmp_path):
+    """Run as a user runs it: ``--image-seed 0 1 --no-run`` reads each image seed's runs from its own folder and
+    pools their cells, a seed being ``<image seed>/<seed>``; one image seed keeps its own folder and table."""
+    datasets, trainers = ["world_shapes", "world_textures"], ["CoOp", "KgCoOp"]
+    runs = {}
+    for image_seed in (0, 1):
+        for t, trainer in enumerate(trainers):
+            for d, dataset in enumerate(datasets):
+                for seed in (1, 2):
+                    base, new = 60.0 + 7 * t + 3 * d + seed + 2 * image_seed, 50.0 - 4 * t * seed + d + 5 * image_seed
+                    runs[(image_seed, trainer, dataset, seed)] = (base, new)
+                    output = str(tmp_path) if image_seed == 0 else str(tmp_path / f"imageseed{image_seed}")
+                    write_pair(output, dataset, trainer, seed, base, new)
+
+    def run(*image_seeds):
+        return subprocess.run([sys.executable, "scripts/suite.py", "--no-run", "--trainers", *trainers, "--datasets",
+                               *datasets, "--seeds", "1", "2", "--image-seed", *map(str, image_seeds)], cwd=suite.REPO,
+                              env={**os.environ, "OUTPUT": str(tmp_path)}, capture_output=True, text=True)
+
+    result = run(0, 1)
+    assert result.returncode == 0, result.stdout + result.stderr
+    with open(tmp_path / "suite_imageseeds_0_1" / "suite.json") as handle:
+        record = json.load(handle)
+    assert record["image_seeds"] == [0, 1] and record["image_seed"] is None
+    assert record["trainers"]["CoOp"]["average"]["seeds"] == ["0/1", "0/2", "1/1", "1/2"]
+    (pair,) = record["pairs"]
+    cells = [(i, d, s) for i in (0, 1) for d in datasets for s in (1, 2)]
+    diffs = [hm(*runs[(i, "KgCoOp", d, s)]) - hm(*runs[(i, "CoOp", d, s)]) for i, d, s in cells]
+    assert (pair["a"], pair["b"], pair["n"]) == ("KgCoOp", "CoOp", 8)
+    assert pair["mean"] == pytest.approx(statistics.fmean(diffs))
+    new_base = statistics.fmean(runs[(i, "CoOp", "world_shapes", s)][1] for i in (0, 1) for s in (1, 2))
+    assert record["trainers"]["CoOp"]["datasets"]["world_shapes"]["new"]["mean"] == pytest.approx(new_base)
+    assert "image seeds 0 1, their cells pooled" in result.stdout
+
+    result = run(1)
+    assert result.returncode == 0, result.stdout + result.stderr
+    with open(tmp_path / "imageseed1" / "suite" / "suite.json") as handle:
+        record = json.load(handle)
+    assert record["image_seed"] == 1 and record["overrides"] == ["DATASET.WORLD_IMAGE_SEED", "1"]
+    assert record["pairs"][0]["n"] == 4
+    diffs = [hm(*runs[(1, "KgCoOp", d, s)]) - hm(*runs[(1, "CoOp", d, s)]) for d in datasets for s in (1, 2)]
+    assert record["pairs"][0]["mean"] == pytest.approx(statistics.fmean(diffs))
