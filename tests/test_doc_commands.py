@@ -144,6 +144,9 @@ RUNS = {
     "$P.W_TEXT_MI=4.0,$P.LEARN_KAPPA=False --try $P.TEMPLATES=ensemble --try $P.INFER_BETA=0.2 --try "
     "OPTIM.MAX_EPOCH=25 --folds 1 2 --seeds 1 2 --beside CoOp KgCoOp --no-run -- TRAIN.TRACK_NEW True": Run(),
     "python3 scripts/sweep.py CoOp --folds 1 2 --seeds 1 2 -- TRAIN.TRACK_NEW True": Run("--no-run"),
+    "python3 scripts/sweep.py DualMIPrompt --try $P.W_TEXT_MI=0.0 --try $P.W_TEXT_MI=0.5 --try $P.W_TEXT_MI=2.0 "
+    "--try OPTIM.MAX_EPOCH=100 --folds 1 2 --seeds 1 2 --workers 2 --beside CoOp KgCoOp -- TRAIN.TRACK_NEW True":
+        Run("--no-run"),
     "python3 scripts/sweep.py DualMIPrompt --try $P.GPA_MEAN=40.0,$P.GPA_STD=5.0 --try $P.ESTIMATOR=jsd --try "
     "$P.CRITIC=bilinear --try $P.CRITIC=mlp --try $P.MIX_MODE=intra --try $P.KAPPA_INIT=0.2,$P.LEARN_KAPPA=False "
     "--try $P.W_VIS_MI=0.0 --try $P.W_VIS_MI=0.3 --try $P.N_CTX=16,$P.CTX_INIT='\"\"' --folds 1 2 --seeds 1 2 "
