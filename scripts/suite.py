@@ -25,9 +25,9 @@ It writes the table as markdown (``suite.md``), the numbers as JSON (``suite.jso
 with error bars (``suite.png``) into ``--out`` (default: ``suite/`` beside the runs).
 Environment: ``DATA`` (default ``./data``; the datasets are generated there on first use), ``OUTPUT`` (default
 ``./output``), ``SHOTS`` (16). ``--image-seed N`` renders the datasets with image seed N (``DATASET.WORLD_IMAGE_SEED``;
-same classes, other images) and keeps its runs under ``$OUTPUT/imageseed<N>``; several image seeds run each and pool
-their cells, a seed of the tables being ``<image seed>/<seed>`` (one draw of the images and of the few shots), into
-``suite_imageseeds_<N>_<M>...`` beside the runs; runs with ``-- KEY VALUE`` overrides
+same classes, other images) and keeps its runs under ``$OUTPUT/imageseed<N>``; with several image seeds, each is run (one
+after another) and their cells are pooled, a seed of the tables being ``<image seed>/<seed>`` (one draw of the images
+and of the few shots), into ``suite_imageseeds_<N>_<M>...`` beside the runs; runs with ``-- KEY VALUE`` overrides
 live under ``overrides_<hash of the overrides>``, so a finished run of another setting is never taken for one of these.
 """
 import argparse
@@ -88,7 +88,7 @@ def build_parser():
     parser.add_argument("--quick", action="store_true", help="one seed and two datasets unless given")
     parser.add_argument("--image-seed", type=int, nargs="+", default=[0],
                         help="render the datasets with this image seed (same classes, other images); default 0. "
-                             "Several: run each, and pool their cells in the tables")
+                             "Several: each is run (one after another) and their cells are pooled in the tables")
     parser.add_argument("--out", default="", help="folder for suite.md, suite.json and suite.png")
     parser.add_argument("--no-run", action="store_true", help="only build the tables from the runs already done")
     launch.add_backend_arguments(parser, slurm_wait_option=False)
@@ -505,7 +505,7 @@ def main(argv=None):
     except SuiteError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    image_seeds = args.image_seed
+    image_seeds = sorted(args.image_seed)  # in any order, the same draws pool into the same folder
     outputs = {image_seed: output_root(image_seed, opts) for image_seed in image_seeds}
     run_opts = {image_seed: opts + (["DATASET.WORLD_IMAGE_SEED", str(image_seed)] if image_seed else [])
                 for image_seed in image_seeds}
@@ -521,8 +521,9 @@ def main(argv=None):
         trainers = [t for t in trainers if not missing[t]]
         try:
             for image_seed, output in outputs.items():
-                failures += execute(base2new_runs(trainers, datasets, seeds, CONFIG, output, run_opts[image_seed]),
-                                    output, args)
+                failed = execute(base2new_runs(trainers, datasets, seeds, CONFIG, output, run_opts[image_seed]),
+                                 output, args)
+                failures += [{**failure, "image_seed": image_seed} for failure in failed]
         except launch.LaunchError as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
@@ -565,7 +566,8 @@ def report(out, stem, text, record, failures, written=()):
     if failures:
         print(f"{len(failures)} run(s) failed:", file=sys.stderr)
         for failure in failures:
-            print(f"  {failure['dataset']} {failure['trainer']} seed {failure['seed']}: see {failure['log']}",
+            draw = f" (image seed {failure['image_seed']})" if failure.get("image_seed") else ""
+            print(f"  {failure['dataset']} {failure['trainer']} seed {failure['seed']}{draw}: see {failure['log']}",
                   file=sys.stderr)
         return 1
     return 0

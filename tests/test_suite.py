@@ -203,12 +203,13 @@ def test_several_image_seeds_pool_their_cells(tmp_path):
                     output = str(tmp_path) if image_seed == 0 else str(tmp_path / f"imageseed{image_seed}")
                     write_pair(output, dataset, trainer, seed, base, new)
 
-    def run(*image_seeds):
+    def run(*image_seeds):  # none: the option left out
+        draws = ["--image-seed", *map(str, image_seeds)] if image_seeds else []
         return subprocess.run([sys.executable, "scripts/suite.py", "--no-run", "--trainers", *trainers, "--datasets",
-                               *datasets, "--seeds", "1", "2", "--image-seed", *map(str, image_seeds)], cwd=suite.REPO,
+                               *datasets, "--seeds", "1", "2", *draws], cwd=suite.REPO,
                               env={**os.environ, "OUTPUT": str(tmp_path)}, capture_output=True, text=True)
 
-    result = run(0, 1)
+    result = run(1, 0)  # in any order: the same folder and seeds
     assert result.returncode == 0, result.stdout + result.stderr
     with open(tmp_path / "suite_imageseeds_0_1" / "suite.json") as handle:
         record = json.load(handle)
@@ -230,4 +231,12 @@ def test_several_image_seeds_pool_their_cells(tmp_path):
     assert record["image_seed"] == 1 and record["overrides"] == ["DATASET.WORLD_IMAGE_SEED", "1"]
     assert record["pairs"][0]["n"] == 4
     diffs = [hm(*runs[(1, "KgCoOp", d, s)]) - hm(*runs[(1, "CoOp", d, s)]) for d in datasets for s in (1, 2)]
+    assert record["pairs"][0]["mean"] == pytest.approx(statistics.fmean(diffs))
+
+    result = run()  # image seed 0, in the folder the suite has always used
+    assert result.returncode == 0, result.stdout + result.stderr
+    with open(tmp_path / "suite" / "suite.json") as handle:
+        record = json.load(handle)
+    assert (record["image_seed"], record["image_seeds"], record["overrides"]) == (0, [0], [])
+    diffs = [hm(*runs[(0, "KgCoOp", d, s)]) - hm(*runs[(0, "CoOp", d, s)]) for d in datasets for s in (1, 2)]
     assert record["pairs"][0]["mean"] == pytest.approx(statistics.fmean(diffs))
