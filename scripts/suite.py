@@ -509,6 +509,7 @@ def main(argv=None):
     outputs = {image_seed: output_root(image_seed, opts) for image_seed in image_seeds}
     run_opts = {image_seed: opts + (["DATASET.WORLD_IMAGE_SEED", str(image_seed)] if image_seed else [])
                 for image_seed in image_seeds}
+    pooled = len(image_seeds) > 1
     shots = os.environ.get("SHOTS", "16")
     started = time.time()
     failures = []
@@ -523,7 +524,7 @@ def main(argv=None):
             for image_seed, output in outputs.items():
                 failed = execute(base2new_runs(trainers, datasets, seeds, CONFIG, output, run_opts[image_seed]),
                                  output, args)
-                failures += [{**failure, "image_seed": image_seed} for failure in failed]
+                failures += [{**failure, "image_seed": image_seed} if pooled else failure for failure in failed]
         except launch.LaunchError as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
@@ -531,7 +532,6 @@ def main(argv=None):
     results, cell_seeds = collect_draws(outputs, shots, trainers, datasets, seeds)
     numbers = summary(results, trainers, datasets, cell_seeds)
     numbers["published"] = beside_published(numbers, trainers, datasets)
-    pooled = len(image_seeds) > 1
     draws = (f"image seeds {' '.join(map(str, image_seeds))}, their cells pooled (a seed is <image seed>/<seed>)"
              if pooled else f"image seed {image_seeds[0]}")
     shown_opts = run_opts[image_seeds[0]] if not pooled else opts
@@ -566,7 +566,7 @@ def report(out, stem, text, record, failures, written=()):
     if failures:
         print(f"{len(failures)} run(s) failed:", file=sys.stderr)
         for failure in failures:
-            draw = f" (image seed {failure['image_seed']})" if failure.get("image_seed") else ""
+            draw = f" (image seed {failure['image_seed']})" if "image_seed" in failure else ""
             print(f"  {failure['dataset']} {failure['trainer']} seed {failure['seed']}{draw}: see {failure['log']}",
                   file=sys.stderr)
         return 1

@@ -240,3 +240,14 @@ def test_several_image_seeds_pool_their_cells(tmp_path):
     assert (record["image_seed"], record["image_seeds"], record["overrides"]) == (0, [0], [])
     diffs = [hm(*runs[(0, "KgCoOp", d, s)]) - hm(*runs[(0, "CoOp", d, s)]) for d in datasets for s in (1, 2)]
     assert record["pairs"][0]["mean"] == pytest.approx(statistics.fmean(diffs))
+
+
+def test_a_failed_run_of_pooled_draws_names_its_image_seed(tmp_path, capsys):
+    """Pooled draws share their cells' names, so a failure says which draw it was in (image seed 0 included)."""
+    failures = [{"dataset": "world", "trainer": "CoOp", "seed": 1, "log": "a.log", "image_seed": 0},
+                {"dataset": "world", "trainer": "CoOp", "seed": 1, "log": "b.log", "image_seed": 2},
+                {"dataset": "world", "trainer": "KgCoOp", "seed": 3, "log": "c.log"}]
+    assert suite.report(str(tmp_path), "suite", "table", {}, failures) == 1
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[1:] == ["  world CoOp seed 1 (image seed 0): see a.log", "  world CoOp seed 1 (image seed 2): see b.log",
+                         "  world KgCoOp seed 3: see c.log"]
